@@ -1,0 +1,354 @@
+"""The wire format of protocol v1: turn a client's text frame into a checked message, and build
+what the server sends. Pure functions; every refusal is a :class:`Refusal` carrying the contract's code.
+
+The checks run in the order the contract fixes (JSON, envelope, type, role, payload), because the first
+failing check decides the error code a client sees. Role checks live with the handlers; this module
+offers :func:`decode` (JSON, envelope, type) and :func:`validate` (payload) so the caller can put the
+role check between them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any, Final
+
+import attrs
+
+from vibews.timestamps import is_rfc3339
+
+PROTOCOL_VERSION: Final = 1
+MAX_DEPTH: Final = 64
+MAX_ID_LENGTH: Final = 128
+
+# Error codes (contract section 2).
+INVALID_JSON: Final = "invalid_json"
+INVALID_MESSAGE: Final = "invalid_message"
+UNKNOWN_TYPE: Final = "unknown_type"
+FORBIDDEN: Final = "forbidden"
+UNKNOWN_QUESTION: Final = "unknown_question"
+ALREADY_ANSWERED: Final = "already_answered"
+CONFLICT: Final = "conflict"
+RATE_LIMITED: Final = "rate_limited"
+UNAVAILABLE: Final = "unavailable"
+INTERNAL_ERROR: Final = "internal_error"
+
+DATA_TYPES: Final = frozenset({"agent_status", "task_update", "question", "answer"})
+CONTROL_TYPES: Final = frozenset({"ack", "resume"})
+CLIENT_TYPES: Final = DATA_TYPES | CONTROL_TYPES
+SERVER_ONLY_TYPES: Final = frozenset(
+    {
+        "welcome",
+        "error",
+        "presence",
+        "resumed",
+        "question_closed",
+        "claimed",
+        "receipt",
+    }
+)
+ANSWER_ACTIONS: Final = frozenset({"accept", "decline", "cancel"})
+
+# The envelope fields the server keeps; anything else at the top level is dropped, not relayed.
+ENVELOPE_FIELDS: Final = ("type", "id", "timestamp", "payload")
+
+
+@attrs.frozen
+class Refusal(Exception):
+    """A client message the server refuses; it becomes one ``error`` frame on the same connection."""
+
+    code: str
+    message: str
+    id: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.code}: {self.message}"
+
+
+@attrs.frozen
+class Envelope:
+    """A frame that passed the JSON, envelope and type checks; its payload is not checked yet."""
+
+    type: str
+    id: str | None
+    timestamp: str | None
+    fields: Mapping[str, Any]
+
+
+@attrs.frozen
+class DataMessage:
+    """One of the four data types, payload checked. ``payload`` keeps fields the contract does not name."""
+
+    type: str
+    id: str | None
+    timestamp: str | None
+    payload: Mapping[str, Any]
+
+
+@attrs.frozen
+class Ack:
+    id: str | None
+    seq: int
+
+
+@attrs.frozen
+class Resume:
+    id: str | None
+    since: int
+    epoch: str | None
+
+
+ClientMessage = DataMessage | Ack | Resume
+
+# Strings and brackets of a JSON text, so nesting can be measured without parsing it (a parser
+# would recurse, and Python's recursion limit would decide the error instead of the contract).
+_DEPTH_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+def _nesting_depth(text: str) -> int:
+    depth = deepest = 0
+    for token in _DEPTH_TOKENS.finditer(text):
+        char = token.group()
+        if char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Python's json accepts ``"\\ud800"``; the contract calls it invalid JSON, so look for one."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_object(frame: bytes) -> dict[str, Any]:
+    """Strict JSON to a dict, or a :class:`Refusal` (``invalid_json`` / ``invalid_message``)."""
+    try:
+        text = frame.decode("utf-8")
+    except UnicodeDecodeError:
+        raise Refusal(INVALID_JSON, "the message is not valid UTF-8") from None
+    if text.count("[") + text.count("{") > MAX_DEPTH and _nesting_depth(text) > MAX_DEPTH:
+        raise Refusal(INVALID_MESSAGE, f"the message is nested deeper than {MAX_DEPTH} levels")
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as error:
+        raise Refusal(INVALID_JSON, f"the message is not valid JSON: {error}") from None
+    if "\\u" in text and _has_lone_surrogate(value):
+        raise Refusal(INVALID_JSON, "the message contains a lone UTF-16 surrogate escape")
+    if not isinstance(value, dict):
+        raise Refusal(INVALID_MESSAGE, "a message must be a JSON object")
+    return value
+
+
+def is_valid_id(value: object) -> bool:
+    return isinstance(value, str) and 1 <= len(value) <= MAX_ID_LENGTH
+
+
+def best_effort_id(frame: bytes) -> str | None:
+    """The frame's ``id`` if it has a valid one, for errors raised before the frame is parsed."""
+    try:
+        value = parse_object(frame)
+    except Refusal:
+        return None
+    candidate = value.get("id")
+    return candidate if is_valid_id(candidate) else None
+
+
+def decode(frame: bytes) -> Envelope:
+    """Checks 2 to 4 of the contract: JSON, envelope fields, message type."""
+    fields = parse_object(frame)
+    message_id = fields.get("id")
+    if "id" in fields and not is_valid_id(message_id):
+        raise Refusal(INVALID_MESSAGE, f"id: must be a string of 1 to {MAX_ID_LENGTH} characters")
+    msg_id: str | None = message_id
+    message_type = fields.get("type")
+    if message_type is None:
+        raise Refusal(INVALID_MESSAGE, "type: is required", msg_id)
+    if not isinstance(message_type, str):
+        raise Refusal(INVALID_MESSAGE, "type: must be a string", msg_id)
+    timestamp = fields.get("timestamp")
+    if "timestamp" in fields and not (isinstance(timestamp, str) and is_rfc3339(timestamp)):
+        raise Refusal(
+            INVALID_MESSAGE,
+            "timestamp: must be an RFC 3339 date-time such as 2026-11-25T10:00:00Z",
+            msg_id,
+        )
+    if message_type in SERVER_ONLY_TYPES:
+        raise Refusal(UNKNOWN_TYPE, f"'{message_type}' is sent by the server only", msg_id)
+    if message_type not in CLIENT_TYPES:
+        shown = message_type if len(message_type) <= 64 else message_type[:64] + "…"
+        raise Refusal(UNKNOWN_TYPE, f"unknown message type '{shown}'", msg_id)
+    return Envelope(type=message_type, id=msg_id, timestamp=timestamp, fields=fields)
+
+
+def _field_error(envelope: Envelope, field: str, rule: str) -> Refusal:
+    return Refusal(INVALID_MESSAGE, f"{field}: {rule}", envelope.id)
+
+
+def _require_text(
+    envelope: Envelope, payload: Mapping[str, Any], key: str, max_length: int | None
+) -> None:
+    value = payload.get(key)
+    limit = f" of at most {max_length} characters" if max_length is not None else ""
+    rule = f"must be a non-empty string{limit}"
+    if not isinstance(value, str) or not value:
+        raise _field_error(envelope, f"payload.{key}", rule)
+    if max_length is not None and len(value) > max_length:
+        raise _field_error(envelope, f"payload.{key}", rule)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _payload(envelope: Envelope) -> Mapping[str, Any]:
+    payload = envelope.fields.get("payload")
+    if payload is None and "payload" not in envelope.fields:
+        raise _field_error(envelope, "payload", "is required (a JSON object)")
+    if not isinstance(payload, dict):
+        raise _field_error(envelope, "payload", "must be a JSON object")
+    return payload
+
+
+def _check_agent_status(envelope: Envelope, payload: Mapping[str, Any]) -> None:
+    _require_text(envelope, payload, "state", 64)
+
+
+def _check_task_update(envelope: Envelope, payload: Mapping[str, Any]) -> None:
+    _require_text(envelope, payload, "task_id", 128)
+    _require_text(envelope, payload, "status", 64)
+    if "progress" in payload:
+        progress = payload["progress"]
+        if not _is_number(progress) or not 0 <= progress <= 1:
+            raise _field_error(envelope, "payload.progress", "must be a number from 0 to 1")
+
+
+def _check_question(envelope: Envelope, payload: Mapping[str, Any]) -> None:
+    _require_text(envelope, payload, "text", None)
+    if "options" in payload:
+        options = payload["options"]
+        if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+            raise _field_error(envelope, "payload.options", "must be a list of strings")
+
+
+def _check_answer(envelope: Envelope, payload: Mapping[str, Any]) -> None:
+    question_id = payload.get("question_id")
+    if not is_valid_id(question_id):
+        raise _field_error(
+            envelope,
+            "payload.question_id",
+            f"must be the id of an open question (a string of 1 to {MAX_ID_LENGTH} characters)",
+        )
+    action = payload.get("action", "accept")
+    if action not in ANSWER_ACTIONS:
+        raise _field_error(envelope, "payload.action", "must be 'accept', 'decline' or 'cancel'")
+    if "text" in payload and not isinstance(payload["text"], str):
+        raise _field_error(envelope, "payload.text", "must be a string")
+    if "value" in payload:
+        # Structured answers need the question's schema (protocol section 5); without one, refused.
+        raise _field_error(
+            envelope, "payload.value", "is only allowed for a question that has a schema"
+        )
+    if action == "accept" and "text" not in payload:
+        raise _field_error(envelope, "payload.text", "is required (a string) to accept")
+
+
+_DATA_CHECKS: Final = {
+    "agent_status": _check_agent_status,
+    "task_update": _check_task_update,
+    "question": _check_question,
+    "answer": _check_answer,
+}
+
+
+def validate(envelope: Envelope) -> ClientMessage:
+    """Check 6 of the contract: the payload (and ``ack``'s ``seq``) for the envelope's type."""
+    if envelope.type == "ack":
+        seq = envelope.fields.get("seq")
+        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
+            raise _field_error(envelope, "seq", "must be an integer >= 0")
+        return Ack(id=envelope.id, seq=seq)
+    payload = _payload(envelope)
+    if envelope.type == "resume":
+        since = payload.get("since")
+        if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+            raise _field_error(envelope, "payload.since", "must be an integer >= 0")
+        epoch = payload.get("epoch")
+        if epoch is not None and not isinstance(epoch, str):
+            raise _field_error(envelope, "payload.epoch", "must be a string")
+        return Resume(id=envelope.id, since=since, epoch=epoch)
+    _DATA_CHECKS[envelope.type](envelope, payload)
+    return DataMessage(
+        type=envelope.type, id=envelope.id, timestamp=envelope.timestamp, payload=payload
+    )
+
+
+# --- What the server sends ---------------------------------------------------------------------
+
+
+def encode(message: Mapping[str, Any]) -> bytes:
+    """Compact UTF-8 JSON. Strings here were checked for lone surrogates on the way in."""
+    return json.dumps(message, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def relayed(
+    message_type: str,
+    message_id: str,
+    timestamp: str,
+    sender: str,
+    seq: int,
+    payload: Mapping[str, Any],
+) -> dict[str, Any]:
+    return {
+        "type": message_type,
+        "id": message_id,
+        "timestamp": timestamp,
+        "from": sender,
+        "seq": seq,
+        "payload": payload,
+    }
+
+
+def ack(message_id: str, seq: int, duplicate: bool = False) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "ack", "id": message_id, "seq": seq}
+    if duplicate:
+        frame["duplicate"] = True
+    return frame
+
+
+def error(message_id: str | None, code: str, text: str) -> dict[str, Any]:
+    return {"type": "error", "id": message_id, "payload": {"code": code, "message": text}}
+
+
+def presence(seq: int, agent: str, online: bool, last_seen: str) -> dict[str, Any]:
+    return {
+        "type": "presence",
+        "seq": seq,
+        "payload": {"agent": agent, "online": online, "last_seen": last_seen},
+    }
+
+
+def resumed(since: int, seq: int, complete: bool, epoch: str) -> dict[str, Any]:
+    return {
+        "type": "resumed",
+        "payload": {"since": since, "seq": seq, "complete": complete, "epoch": epoch},
+    }

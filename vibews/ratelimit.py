@@ -1,0 +1,45 @@
+"""Per-connection limits that need only a clock: the message rate and the refused-message window."""
+
+from __future__ import annotations
+
+from collections import deque
+
+
+class TokenBucket:
+    """``rate`` messages a second sustained, ``burst`` at once; a rate of 0 means no limit."""
+
+    def __init__(self, rate: float, burst: int, now: float) -> None:
+        self._rate = rate
+        self._burst = float(max(burst, 1))
+        self._tokens = self._burst
+        self._stamp = now
+
+    def take(self, now: float) -> bool:
+        if self._rate <= 0:
+            return True
+        elapsed = max(0.0, now - self._stamp)
+        self._stamp = now
+        self._tokens = min(self._burst, self._tokens + elapsed * self._rate)
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return True
+        return False
+
+
+class RefusalWindow:
+    """Counts refusals in a sliding window, to close a client that keeps sending garbage.
+
+    Memory is bounded: the deque never holds more than ``limit + 1`` stamps.
+    """
+
+    def __init__(self, limit: int, window: float) -> None:
+        self._limit = limit
+        self._window = window
+        self._stamps: deque[float] = deque(maxlen=limit + 1)
+
+    def add(self, now: float) -> bool:
+        """Record one refusal; True when the limit is now exceeded."""
+        self._stamps.append(now)
+        while self._stamps and self._stamps[0] <= now - self._window:
+            self._stamps.popleft()
+        return len(self._stamps) > self._limit

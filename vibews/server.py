@@ -1,0 +1,248 @@
+"""The WebSocket adapter: Autobahn's handshake and frames on one side, the hub on the other.
+
+Close codes decided here: 1003 for a binary frame, 1009 for an oversize message or too many
+fragments (Autobahn closes oversize itself), 1013 for a client that reads too slowly, 1011 when the
+server fails to set a connection up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer, ISSLTransport
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from vibews import __version__
+from vibews.auth import Admission, Denied, Gate, HandshakeRequest
+from vibews.hub import Hub, Outgoing, Session
+from vibews.protocol import INTERNAL_ERROR, Refusal
+
+CLOSE_UNSUPPORTED_DATA = 1003
+CLOSE_INTERNAL_ERROR = 1011
+CLOSE_MESSAGE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN_LATER = 1013
+
+# What Twisted's TCP transport buffers before it pauses its producer: while paused, at least this
+# much is already waiting.
+TRANSPORT_BUFFER = 2**16
+
+
+@attrs.frozen
+class ConnectionSettings:
+    max_message_size: int = 65536
+    max_fragments: int = 64
+    max_write_buffer: int = 1 << 20
+    max_connections: int = 10_000
+    ping_interval: float = 20.0
+    ping_timeout: float = 20.0
+    handshake_timeout: float = 10.0
+
+
+@implementer(IPushProducer)
+class _WebSocketPeer:
+    """The hub's view of one connection; also the transport's producer, which is how we learn that
+    the client stopped reading (Autobahn itself has no cap on queued outgoing bytes)."""
+
+    def __init__(self, protocol: VibeServerProtocol, max_write_buffer: int) -> None:
+        self._protocol = protocol
+        self._max_write_buffer = max_write_buffer
+        self._paused = False
+        self._queued_while_paused = 0
+        self._waiters: list[Deferred[None]] = []
+        self._failed = False
+
+    def send(self, message: Outgoing) -> None:
+        protocol = self._protocol
+        if self._failed or protocol.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        # Count what is already queued, not this message, so one large frame never trips it alone.
+        if self._paused and TRANSPORT_BUFFER + self._queued_while_paused > self._max_write_buffer:
+            self._too_slow()
+            return
+        if message.prepared is None:
+            message.prepared = protocol.factory.prepareMessage(message.data)
+        protocol.sendPreparedMessage(message.prepared)
+        if self._paused:
+            self._queued_while_paused += len(message.data)
+
+    def _too_slow(self) -> None:
+        self._failed = True
+        self._protocol._log.info(
+            "closing {peer}: it reads too slowly (more than {limit} bytes waiting)",
+            peer=self._protocol.peer,
+            limit=self._max_write_buffer,
+        )
+        self._protocol.close_with(CLOSE_TRY_AGAIN_LATER, "reading too slowly; reconnect and resume")
+
+    def close(self, code: int, reason: str) -> None:
+        self._protocol.close_with(code, reason)
+
+    def abort(self) -> None:
+        self._protocol.dropConnection(abort=True)
+
+    def is_paused(self) -> bool:
+        return self._paused
+
+    def when_writable(self) -> Deferred[None]:
+        waiter: Deferred[None] = Deferred()
+        if self._paused:
+            self._waiters.append(waiter)
+        else:
+            waiter.callback(None)
+        return waiter
+
+    # IPushProducer, called by the transport.
+    def pauseProducing(self) -> None:
+        self._paused = True
+        self._queued_while_paused = 0
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        self._queued_while_paused = 0
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def stopProducing(self) -> None:
+        self._waiters.clear()
+
+
+class VibeServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
+    """One WebSocket connection: authenticate in the handshake, then hand frames to the hub."""
+
+    factory: VibeServerFactory
+    _log = Logger()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._admission: Admission | None = None
+        self._peer: _WebSocketPeer | None = None
+        self._session: Session | None = None
+        self._fragments = 0
+
+    def onConnect(self, request: ConnectionRequest) -> str | None:
+        factory = self.factory
+        if not factory.hub.accepting:
+            raise ConnectionDeny(503, "Server shutting down")
+        handshake = HandshakeRequest(
+            headers=request.headers,
+            params=request.params,
+            protocols=request.protocols,
+            secure=ISSLTransport.providedBy(self.transport),
+        )
+        try:
+            admission = factory.gate.admit(handshake)
+        except Denied as denied:
+            self._log.info(
+                "refused a handshake from {peer}: {status} {reason}",
+                peer=self.peer,
+                status=denied.status,
+                reason=denied.reason,
+            )
+            raise ConnectionDeny(denied.status, denied.reason) from None
+        if factory.hub.connection_count() >= factory.settings.max_connections:
+            self._log.warn(
+                "refused a handshake from {peer}: {limit} connections already open",
+                peer=self.peer,
+                limit=factory.settings.max_connections,
+            )
+            raise ConnectionDeny(503, "Too many connections")
+        self._admission = admission
+        return admission.subprotocol
+
+    def onOpen(self) -> None:
+        admission = self._admission
+        assert admission is not None
+        try:
+            peer = _WebSocketPeer(self, self.factory.settings.max_write_buffer)
+            # twisted.web's channel was the transport's producer until the upgrade; now we are.
+            self.transport.unregisterProducer()
+            self.transport.registerProducer(peer, True)
+            self._peer = peer
+            self._session = self.factory.hub.open_session(
+                peer, admission.identity, admission.digest
+            )
+        except Exception:
+            self._log.failure("setting up a connection failed")
+            self.close_with(CLOSE_INTERNAL_ERROR, "internal error")
+
+    def close_with(self, code: int, reason: str) -> None:
+        """Start the closing handshake with any close code: Autobahn's ``sendClose`` only lets
+        applications use 1000 and 3000-4999, but the contract needs 1001, 1003, 1008 and 1013."""
+        if self.state == WebSocketServerProtocol.STATE_OPEN:
+            self.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:123], isReply=False)
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        self._fragments = 0
+        super().onMessageBegin(isBinary)
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        self._fragments += 1
+        if self._fragments > self.factory.settings.max_fragments:
+            self._fail_connection(
+                CLOSE_MESSAGE_TOO_BIG,
+                f"a message may have at most {self.factory.settings.max_fragments} fragments",
+            )
+            return
+        super().onMessageFrameBegin(length)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        if self._session is None:
+            return
+        if isBinary:
+            self.close_with(
+                CLOSE_UNSUPPORTED_DATA, "binary frames are not accepted; send JSON text"
+            )
+            return
+        try:
+            self._session.receive(payload)
+        except Exception:
+            self._log.failure("handling a message failed")
+            self._session.refuse(
+                Refusal(INTERNAL_ERROR, "the server failed to handle this message", None)
+            )
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.closed()
+        if self._peer is not None:
+            self._peer.stopProducing()
+
+
+class VibeServerFactory(WebSocketServerFactory):  # type: ignore[misc]
+    """Builds connections; holds the hub, the gate and the connection limits.
+
+    Autobahn owns ``server``, ``url``, ``port`` and ``reactor`` on factories: ours are ``hub``,
+    ``gate`` and ``settings``.
+    """
+
+    protocol = VibeServerProtocol
+
+    def __init__(self, hub: Hub, gate: Gate, settings: ConnectionSettings) -> None:
+        super().__init__(server=f"vibews/{__version__}")
+        self.hub = hub
+        self.gate = gate
+        self.settings = settings
+        self.setProtocolOptions(
+            maxFramePayloadSize=settings.max_message_size,
+            maxMessagePayloadSize=settings.max_message_size,
+            autoPingInterval=settings.ping_interval,
+            autoPingTimeout=settings.ping_timeout,
+            openHandshakeTimeout=settings.handshake_timeout,
+            closeHandshakeTimeout=5,
+            # No permessage-deflate: compressed frames have bypassed size limits before.
+            perMessageCompressionAccept=_accept_no_compression,
+            utf8validateIncoming=True,
+            failByDrop=False,
+            webStatus=False,
+        )
+
+
+def _accept_no_compression(offers: Any) -> None:
+    return None

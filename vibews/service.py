@@ -1,0 +1,200 @@
+"""Composition: build the whole server from a :class:`Config` and a reactor, and order its start and
+stop. This is also the embedding API: ``build_service(config, reactor).setServiceParent(app)``.
+
+Stop order matters and ``MultiService`` would stop its children all at once: first stop listening,
+then close every connection with 1001 (waiting at most the grace period), then flush and close the
+store, so everything acked is on disk and nothing arrives after the store closed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from twisted.application import strports
+from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.logger import Logger
+
+from vibews.auth import Gate
+from vibews.config import Config
+from vibews.hub import Hub, HubSettings
+from vibews.server import ConnectionSettings, VibeServerFactory
+from vibews.store.sqlite import SQLiteStore, StoreLocked
+from vibews.tokens import TokenTable, TokensFileError, create_initial_tokens, load_tokens
+from vibews.tokenwatch import TokenWatcher
+from vibews.web import RootResource, make_site
+
+_log = Logger()
+
+
+class StartupError(Exception):
+    """The server cannot start with this configuration; the message says why and what to do."""
+
+
+def _prepare_tokens(config: Config) -> tuple[TokenTable, list[tuple[str, str, str]]]:
+    path = config.tokens_path
+    if path.exists():
+        created: list[tuple[str, str, str]] = []
+    elif config.tokens and config.default_tokens_path.exists():
+        raise StartupError(
+            f"tokens file {path} does not exist (but {config.default_tokens_path} does);"
+            " pass the file that exists, or create this one with 'vibews token add'"
+        )
+    else:
+        created = [
+            (name, str(role), secret)
+            for name, role, secret in create_initial_tokens(path, config.initial_tokens_path)
+        ]
+    try:
+        return load_tokens(path), created
+    except TokensFileError as error:
+        raise StartupError(f"tokens file is invalid: {error}") from None
+
+
+def dashboard_url(description: str) -> str | None:
+    """The browser address for a listening endpoint description, when one can be told."""
+    parts = description.split(":")
+    kind = parts[0]
+    if kind not in ("tcp", "ssl") or len(parts) < 2:
+        return None
+    options = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
+    host = options.get("interface", "0.0.0.0").replace("\\", "")
+    if host in ("0.0.0.0", "::", ""):
+        host = "localhost"
+    elif ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if kind == "ssl" else "http"
+    return f"{scheme}://{host}:{parts[1]}/"
+
+
+def _announce_first_start(config: Config, created: list[tuple[str, str, str]]) -> None:
+    """Secrets go to the 0600 file and, once, to a terminal on stdout: never to the log."""
+    url = dashboard_url(config.listen[0])
+    _log.info(
+        "first start: created tokens file {tokens}; the new secrets are in {initial}",
+        tokens=str(config.tokens_path),
+        initial=str(config.initial_tokens_path),
+    )
+    if url is not None:
+        _log.info("dashboard: {url} (add #token=<dashboard secret>)", url=url)
+    secret = next((s for _, role, s in created if role == "dashboard"), None)
+    if url is not None and secret is not None and os.isatty(sys.stdout.fileno()):
+        line = f"\nvibews dashboard: {url}#token={secret}\n\n"
+        # Straight to the terminal: twistd may already route sys.stdout into the log.
+        os.write(sys.stdout.fileno(), line.encode())
+
+
+class VibewsService(MultiService):
+    """The running server: token watcher, listeners, hub and store, started and stopped in order."""
+
+    def __init__(
+        self,
+        config: Config,
+        reactor: Any,
+        store: SQLiteStore,
+        hub: Hub,
+        watcher: TokenWatcher,
+        root: RootResource,
+        listeners: list[Service],
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.reactor = reactor
+        self.store = store
+        self.hub = hub
+        self.watcher = watcher
+        self.root = root
+        self.listeners = listeners
+        watcher.setServiceParent(self)
+        for listener in listeners:
+            listener.setServiceParent(self)
+
+    def startService(self) -> None:
+        self.hub.start().addErrback(lambda f: _log.failure("marking agents offline failed", f))
+        super().startService()
+        _log.info(
+            "vibews listening on {endpoints}, data in {data}",
+            endpoints=", ".join(self.config.listen),
+            data=str(self.config.data_dir),
+        )
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        Service.stopService(self)
+        stops = [Deferred.fromCoroutine(_stop(listener)) for listener in self.listeners]
+        yield DeferredList(stops)
+        yield self.hub.shutdown()
+        self.watcher.stopService()
+        yield self.store.close()
+        _log.info("vibews stopped; store flushed")
+
+
+async def _stop(service: Service) -> None:
+    result = service.stopService()
+    if isinstance(result, Deferred):
+        await result
+
+
+def build_service(config: Config, reactor: Any) -> VibewsService:
+    """Build the server graph; raises :class:`StartupError` with a readable reason."""
+    if config.redis:
+        raise StartupError("--redis is not supported by this version yet; run without it")
+    for description in config.listen:
+        try:
+            endpoints.serverFromString(reactor, description)
+        except Exception as error:
+            raise StartupError(f"bad endpoint {description!r}: {error}") from None
+    try:
+        config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as error:
+        raise StartupError(f"cannot create data directory {config.data_dir}: {error}") from None
+    table, created = _prepare_tokens(config)
+    try:
+        store = SQLiteStore(
+            config.database_path, reactor, durability=config.durability, history=config.history
+        )
+    except StoreLocked as error:
+        raise StartupError(str(error)) from None
+    except Exception as error:
+        raise StartupError(f"cannot open the store {config.database_path}: {error}") from None
+    hub_settings = HubSettings(
+        rate=config.rate,
+        burst=config.burst,
+        max_refused=config.max_refused,
+        presence_grace=config.presence_grace,
+        heartbeat=config.ping_interval,
+    )
+    holder: dict[str, TokenWatcher] = {}
+    hub = Hub(store, reactor, hub_settings, lambda: holder["watcher"].table.names("agent"))
+    watcher = TokenWatcher(
+        config.tokens_path,
+        table,
+        reactor,
+        lambda new_table: hub.revalidate(new_table.identity_for_digest),
+    )
+    holder["watcher"] = watcher
+    try:
+        gate = Gate(lambda: watcher.table, config.allow_origins)
+    except ValueError as error:
+        raise StartupError(f"bad --allow-origin: {error}") from None
+    factory = VibeServerFactory(
+        hub,
+        gate,
+        ConnectionSettings(
+            max_message_size=config.max_message_size,
+            max_write_buffer=config.max_write_buffer,
+            max_connections=config.max_connections,
+            ping_interval=config.ping_interval,
+            ping_timeout=config.ping_timeout,
+            handshake_timeout=config.handshake_timeout,
+        ),
+    )
+    root = RootResource(factory, store, dashboard=config.dashboard)
+    site = make_site(root, config.handshake_timeout)
+    listeners = [strports.service(d, site, reactor=reactor) for d in config.listen]
+    if created:
+        _announce_first_start(config, created)
+    return VibewsService(config, reactor, store, hub, watcher, root, listeners)

@@ -1,0 +1,375 @@
+"""The embedded store: one SQLite file in WAL mode, one commit per reactor turn.
+
+Why everything runs on the reactor thread: the seq counter, the duplicate check and the question state
+must be decided atomically with the append, and SQLite reads inside an open transaction see its own
+writes. Doing the whole batch in one synchronous call (begin, run every queued unit of work, commit,
+fire the Deferreds) keeps that atomic without locks, and nothing outside the call can ever observe an
+uncommitted write. The price is that the fsync of the commit blocks the reactor for its duration; it is
+shared by every message that arrived in the same turn (group commit).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from vibews.protocol import encode
+from vibews.store import (
+    AgentRecord,
+    IStore,
+    IStoreTransaction,
+    QuestionRecord,
+    Snapshot,
+    StoredMessage,
+    StoreUnavailable,
+)
+
+T = TypeVar("T")
+Durability = Literal["full", "process"]
+
+SCHEMA_VERSION = 1
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    sender TEXT,
+    message_id TEXT,
+    agent TEXT,
+    data BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS journal_dedup ON journal (sender, message_id)
+    WHERE message_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS journal_agent ON journal (agent, seq) WHERE agent IS NOT NULL;
+CREATE TABLE IF NOT EXISTS agents (
+    name TEXT PRIMARY KEY,
+    online INTEGER NOT NULL DEFAULT 0,
+    status TEXT,
+    last_seen TEXT
+);
+CREATE TABLE IF NOT EXISTS tasks (task_id TEXT PRIMARY KEY, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS questions (
+    id TEXT PRIMARY KEY,
+    agent TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    closing_seq INTEGER,
+    data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS questions_open ON questions (state, seq);
+CREATE TABLE IF NOT EXISTS pending (
+    seq INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    type TEXT NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS pending_agent ON pending (agent, seq);
+"""
+
+_log = Logger()
+
+
+class StoreLocked(Exception):
+    """Another process already serves from this data directory."""
+
+
+@implementer(IStoreTransaction)
+class _Transaction:
+    """The view handed to a unit of work while the batch transaction is open."""
+
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+        self._db = store._db
+
+    def find_duplicate(self, sender: str, message_id: str) -> int | None:
+        row = self._db.execute(
+            "SELECT seq FROM journal WHERE sender = ? AND message_id = ?", (sender, message_id)
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def append(
+        self,
+        message_type: str,
+        sender: str | None,
+        message_id: str | None,
+        agent: str | None,
+        build: Callable[[int], Mapping[str, Any]],
+    ) -> StoredMessage:
+        seq = self._store._head + 1
+        data = encode(build(seq))
+        self._db.execute(
+            "INSERT INTO journal (seq, type, sender, message_id, agent, data)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (seq, message_type, sender, message_id, agent, data),
+        )
+        self._store._head = seq
+        return StoredMessage(seq=seq, type=message_type, data=data, agent=agent)
+
+    def set_agent_status(self, name: str, payload: Mapping[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO agents (name, status) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET status = excluded.status",
+            (name, encode(payload).decode()),
+        )
+
+    def set_presence(self, name: str, online: bool, last_seen: str) -> None:
+        self._db.execute(
+            "INSERT INTO agents (name, online, last_seen) VALUES (?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET online = excluded.online,"
+            " last_seen = excluded.last_seen",
+            (name, int(online), last_seen),
+        )
+
+    def online_agents(self) -> list[str]:
+        rows = self._db.execute("SELECT name FROM agents WHERE online = 1 ORDER BY name")
+        return [str(row[0]) for row in rows]
+
+    def set_task(self, task_id: str, frame: Mapping[str, Any]) -> None:
+        self._db.execute(
+            "INSERT INTO tasks (task_id, data) VALUES (?, ?)"
+            " ON CONFLICT (task_id) DO UPDATE SET data = excluded.data",
+            (task_id, encode(frame).decode()),
+        )
+
+    def get_question(self, question_id: str) -> QuestionRecord | None:
+        row = self._db.execute(
+            "SELECT id, agent, state, seq FROM questions WHERE id = ?", (question_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        return QuestionRecord(id=row[0], agent=row[1], state=row[2], seq=int(row[3]))
+
+    def add_question(
+        self, question_id: str, agent: str, seq: int, frame: Mapping[str, Any]
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO questions (id, agent, seq, state, data) VALUES (?, ?, ?, 'open', ?)",
+            (question_id, agent, seq, encode(frame).decode()),
+        )
+
+    def close_question(self, question_id: str, state: str, closing_seq: int) -> None:
+        self._db.execute(
+            "UPDATE questions SET state = ?, closing_seq = ? WHERE id = ?",
+            (state, closing_seq, question_id),
+        )
+
+    def add_pending(self, agent: str, message: StoredMessage) -> None:
+        self._db.execute(
+            "INSERT INTO pending (seq, agent, type, data) VALUES (?, ?, ?, ?)",
+            (message.seq, agent, message.type, message.data),
+        )
+
+    def clear_pending(self, agent: str, seqs: Collection[int]) -> None:
+        self._db.executemany(
+            "DELETE FROM pending WHERE agent = ? AND seq = ?", [(agent, seq) for seq in seqs]
+        )
+
+
+@implementer(IStore)
+class SQLiteStore:
+    """The default store: a SQLite file under the data directory."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        clock: IReactorTime,
+        durability: Durability = "full",
+        history: int = 100_000,
+    ) -> None:
+        self._path = Path(path)
+        self._clock = clock
+        self._history = history
+        self._lock_fd = self._take_lock(self._path)
+        self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+        self._db.executescript(_SCHEMA)
+        self.epoch = self._meta("epoch", lambda: uuid.uuid4().hex)
+        self._meta("schema_version", lambda: str(SCHEMA_VERSION))
+        self._head = int(
+            self._db.execute("SELECT coalesce(max(seq), 0) FROM journal").fetchone()[0]
+        )
+        self._oldest = int(
+            self._db.execute(
+                "SELECT coalesce(min(seq), ?) FROM journal", (self._head + 1,)
+            ).fetchone()[0]
+        )
+        self._queue: list[tuple[Callable[[IStoreTransaction], Any], Deferred[Any]]] = []
+        self._flush_call: Any = None
+        self._problem: str | None = None
+        self._closed = False
+
+    @staticmethod
+    def _take_lock(path: Path) -> int:
+        """Two processes appending to one journal would hand out the same seq: refuse the second."""
+        fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise StoreLocked(f"{path} is in use by another vibews process") from None
+        return fd
+
+    def _meta(self, key: str, default: Callable[[], str]) -> str:
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        if row is not None:
+            return str(row[0])
+        value = default()
+        self._db.execute("INSERT INTO meta (key, value) VALUES (?, ?)", (key, value))
+        return value
+
+    # -- writes --------------------------------------------------------------------------------
+
+    def transact(self, work: Callable[[IStoreTransaction], T]) -> Deferred[T]:
+        if self._closed:
+            raise StoreUnavailable("the store is closed")
+        done: Deferred[T] = Deferred()
+        self._queue.append((work, done))
+        if self._flush_call is None:
+            self._flush_call = self._clock.callLater(0, self._flush)
+        return done
+
+    def _flush(self) -> None:
+        self._flush_call = None
+        batch, self._queue = self._queue, []
+        if not batch:
+            return
+        head_before = self._head
+        outcomes: list[tuple[Deferred[Any], Any]] = []
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            txn = _Transaction(self)
+            for work, done in batch:
+                outcomes.append((done, self._run_one(work, txn)))
+            self._trim_history()
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            self._abandon(head_before, error)
+            failure = Failure(StoreUnavailable(f"the store cannot take writes: {error}"))
+            for _, done in batch:
+                done.errback(failure)
+            return
+        self._problem = None
+        for done, outcome in outcomes:
+            if isinstance(outcome, Failure):
+                done.errback(outcome)
+            else:
+                done.callback(outcome)
+
+    def _run_one(self, work: Callable[[IStoreTransaction], Any], txn: _Transaction) -> Any:
+        """One unit of work in a savepoint, so a refusal undoes its writes and nothing else."""
+        head_before = self._head
+        self._db.execute("SAVEPOINT unit")
+        try:
+            result = work(txn)
+        except sqlite3.Error:
+            raise
+        except Exception:
+            self._db.execute("ROLLBACK TO unit")
+            self._db.execute("RELEASE unit")
+            self._head = head_before
+            return Failure()
+        self._db.execute("RELEASE unit")
+        return result
+
+    def _abandon(self, head_before: int, error: sqlite3.Error) -> None:
+        self._head = head_before
+        self._problem = f"commit failed: {error}"
+        _log.error("store commit failed, batch refused as unavailable: {error}", error=str(error))
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # no transaction was open
+
+    def _trim_history(self) -> None:
+        """Keep ``history`` messages; trim in chunks so a trim never costs a whole table scan."""
+        keep_from = self._head - self._history + 1
+        slack = max(64, self._history // 100)
+        if keep_from - self._oldest < slack:
+            return
+        self._db.execute("DELETE FROM journal WHERE seq < ?", (keep_from,))
+        self._oldest = keep_from
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    def head(self) -> int:
+        return self._head
+
+    def oldest(self) -> int:
+        return min(self._oldest, self._head + 1)
+
+    def snapshot(self, agent_names: Collection[str]) -> Snapshot:
+        agents: dict[str, AgentRecord] = {
+            name: AgentRecord(name=name, online=False, status=None, last_seen=None)
+            for name in agent_names
+        }
+        for name, online, status, last_seen in self._db.execute(
+            "SELECT name, online, status, last_seen FROM agents"
+        ):
+            agents[name] = AgentRecord(
+                name=name,
+                online=bool(online),
+                status=None if status is None else json.loads(status),
+                last_seen=last_seen,
+            )
+        questions = [
+            json.loads(data)
+            for (data,) in self._db.execute(
+                "SELECT data FROM questions WHERE state = 'open' ORDER BY seq"
+            )
+        ]
+        tasks = {
+            task_id: json.loads(data)
+            for task_id, data in self._db.execute("SELECT task_id, data FROM tasks")
+        }
+        return Snapshot(seq=self._head, agents=agents, questions=questions, tasks=tasks)
+
+    def pending_answers(self, agent: str) -> list[StoredMessage]:
+        rows = self._db.execute(
+            "SELECT seq, type, data FROM pending WHERE agent = ? ORDER BY seq", (agent,)
+        )
+        return [StoredMessage(seq=s, type=t, data=bytes(d), agent=agent) for s, t, d in rows]
+
+    def read(self, after: int, agent: str | None, limit: int) -> list[StoredMessage]:
+        if agent is None:
+            rows = self._db.execute(
+                "SELECT seq, type, agent, data FROM journal WHERE seq > ? ORDER BY seq LIMIT ?",
+                (after, limit),
+            )
+        else:
+            rows = self._db.execute(
+                "SELECT seq, type, agent, data FROM journal WHERE agent = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (agent, after, limit),
+            )
+        return [StoredMessage(seq=s, type=t, data=bytes(d), agent=a) for s, t, a, d in rows]
+
+    def problem(self) -> str | None:
+        if self._problem is None:
+            try:
+                self._db.execute("SELECT 1").fetchone()
+            except sqlite3.Error as error:
+                return f"store unreadable: {error}"
+        return self._problem
+
+    def close(self) -> Deferred[None]:
+        """Flush what is queued (so it is acked), then close the file and release the lock."""
+        if self._flush_call is not None:
+            self._flush_call.cancel()
+            self._flush()
+        self._closed = True
+        self._db.close()
+        os.close(self._lock_fd)
+        return succeed(None)

@@ -1,0 +1,302 @@
+"""Helpers for testing vibews and code that talks to it: a real in-process server on a free loopback
+port, a WebSocket client that queues what it receives, and a raw handshake for HTTP status checks.
+
+Everything waits on Deferreds with a deadline: nothing here sleeps.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections import deque
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import attrs
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.protocol import Factory, Protocol
+from twisted.python.failure import Failure
+
+from vibews.config import Config
+from vibews.service import VibewsService, build_service
+from vibews.tokens import add_token
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class Closed(Exception):
+    """The connection closed while a message was awaited."""
+
+    def __init__(self, code: int | None, reason: str | None) -> None:
+        super().__init__(f"connection closed with {code}: {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class QueueClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
+    """Keeps every received message in order; ``next_message`` hands them out."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.received: deque[dict[str, Any]] = deque()
+        self.all_received: list[dict[str, Any]] = []
+        self._waiting: deque[Deferred[dict[str, Any]]] = deque()
+        self.opened: Deferred[QueueClientProtocol] = Deferred()
+        self.closed: Deferred[tuple[int | None, str | None]] = Deferred()
+        self.selected_protocol: str | None = None
+
+    def onConnect(self, response: Any) -> None:
+        self.selected_protocol = response.protocol
+
+    def onOpen(self) -> None:
+        self.opened.callback(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        message = json.loads(payload)
+        self.all_received.append(message)
+        if self._waiting:
+            self._waiting.popleft().callback(message)
+        else:
+            self.received.append(message)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.opened.called:
+            self.opened.errback(Closed(code, reason))
+        self.closed.callback((code, reason))
+        waiting, self._waiting = self._waiting, deque()
+        for d in waiting:
+            d.errback(Closed(code, reason))
+
+    def send_json(self, message: Any) -> None:
+        self.sendMessage(json.dumps(message).encode())
+
+    def send_raw(self, payload: bytes, binary: bool = False) -> None:
+        self.sendMessage(payload, isBinary=binary)
+
+    def next_message(self, timeout: float = DEFAULT_TIMEOUT) -> Deferred[dict[str, Any]]:
+        from twisted.internet import reactor
+
+        if self.received:
+            d: Deferred[dict[str, Any]] = Deferred()
+            d.callback(self.received.popleft())
+            return d
+        if self.closed.called:
+            return _failed(Closed(self.closeCode, self.closeReason))
+        d = Deferred()
+        self._waiting.append(d)
+        d.addTimeout(timeout, reactor)
+        return d
+
+    async def next_of(self, message_type: str, timeout: float = DEFAULT_TIMEOUT) -> dict[str, Any]:
+        """The next message of ``message_type``, skipping others (presence, say)."""
+        while True:
+            message = await self.next_message(timeout)
+            if message["type"] == message_type:
+                return message
+
+    async def request(
+        self, message: dict[str, Any], timeout: float = DEFAULT_TIMEOUT
+    ) -> dict[str, Any]:
+        """Send a message and return the ``ack`` or ``error`` that answers it."""
+        self.send_json(message)
+        while True:
+            reply = await self.next_message(timeout)
+            if reply["type"] in ("ack", "error") and reply.get("id") == message.get("id"):
+                return reply
+            if reply["type"] in ("ack", "error") and "id" not in message:
+                return reply
+
+    def wait_closed(
+        self, timeout: float = DEFAULT_TIMEOUT
+    ) -> Deferred[tuple[int | None, str | None]]:
+        from twisted.internet import reactor
+
+        d: Deferred[tuple[int | None, str | None]] = Deferred()
+        self.closed.addBoth(lambda result: (d.callback(result), result)[1])
+        d.addTimeout(timeout, reactor)
+        return d
+
+
+def _failed(error: Exception) -> Deferred[Any]:
+    d: Deferred[Any] = Deferred()
+    d.errback(Failure(error))
+    return d
+
+
+async def connect(
+    port: int,
+    token: str | None = None,
+    *,
+    path: str = "/",
+    via: str = "header",
+    protocols: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+    query: dict[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+) -> QueueClientProtocol:
+    """Open a WebSocket to a local vibews with ``token`` sent ``via`` header, subprotocol or query.
+
+    Fails with :class:`Closed` when the handshake is refused (check status codes with
+    :func:`handshake_status` instead: Autobahn hides them).
+    """
+    from twisted.internet import reactor
+
+    headers = dict(headers or {})
+    offered = list(protocols) if protocols is not None else ["vibews.v1"]
+    params = dict(query or {})
+    if token is not None:
+        if via == "header":
+            headers["Authorization"] = f"Bearer {token}"
+        elif via == "subprotocol":
+            offered.append(f"vibews.token.{token}")
+        elif via == "query":
+            params["token"] = token
+        else:
+            raise ValueError(f"unknown token source {via!r}")
+    url = f"ws://127.0.0.1:{port}{path}"
+    if params:
+        url += "?" + urlencode(params)
+    factory = WebSocketClientFactory(url, headers=headers, protocols=offered or None)
+    factory.protocol = QueueClientProtocol
+    factory.setProtocolOptions(
+        autoPingInterval=None, maxMessagePayloadSize=0, maxFramePayloadSize=0
+    )
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
+    client: QueueClientProtocol = await endpoint.connect(factory)
+    opened = client.opened
+    opened.addTimeout(timeout, reactor)
+    await opened
+    return client
+
+
+class _RawResponse(Protocol):
+    def __init__(self) -> None:
+        self.data = b""
+        self.done: Deferred[bytes] = Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        if not self.done.called:
+            self.done.callback(self.data)
+
+
+async def raw_exchange(port: int, request: bytes, timeout: float = DEFAULT_TIMEOUT) -> bytes:
+    """Send raw bytes, return everything the server sent until it closed (or the deadline)."""
+    from twisted.internet import reactor
+
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
+    protocol: _RawResponse = await endpoint.connect(Factory.forProtocol(_RawResponse))
+    protocol.transport.write(request)
+    done = protocol.done
+    done.addTimeout(timeout, reactor)
+    try:
+        return await done
+    finally:
+        protocol.transport.loseConnection()
+
+
+def upgrade_request(
+    path: str = "/", headers: dict[str, str] | None = None, host: str = "127.0.0.1"
+) -> bytes:
+    lines = [
+        f"GET {path} HTTP/1.1",
+        f"Host: {host}",
+        "Upgrade: websocket",
+        "Connection: Upgrade",
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+        "Sec-WebSocket-Version: 13",
+    ]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+async def handshake_status(
+    port: int, path: str = "/", headers: dict[str, str] | None = None, host: str | None = None
+) -> int:
+    """The HTTP status the server answers an upgrade request with."""
+    from twisted.internet import reactor
+
+    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
+    protocol: _RawResponse = await endpoint.connect(Factory.forProtocol(_RawResponse))
+    protocol.transport.write(upgrade_request(path, headers, host or f"127.0.0.1:{port}"))
+    got_line: Deferred[bytes] = Deferred()
+
+    def check(data: bytes) -> None:
+        if b"\r\n" in data and not got_line.called:
+            got_line.callback(data)
+
+    original = protocol.dataReceived
+
+    def data_received(data: bytes) -> None:
+        original(data)
+        check(protocol.data)
+
+    protocol.dataReceived = data_received  # type: ignore[method-assign]
+    protocol.done.addCallback(lambda data: got_line.called or got_line.callback(data))
+    got_line.addTimeout(DEFAULT_TIMEOUT, reactor)
+    data = await got_line
+    protocol.transport.loseConnection()
+    return int(data.split(b" ", 2)[1])
+
+
+@attrs.define
+class RunningServer:
+    """An in-process vibews on 127.0.0.1 with a fresh data directory and known tokens."""
+
+    service: VibewsService
+    port: int
+    data: Path
+    agent_token: str
+    dashboard_token: str
+
+    def add_token(self, name: str, role: str) -> str:
+        secret = add_token(self.data / "tokens", name, role)  # type: ignore[arg-type]
+        self.service.watcher.reload("test")
+        return secret
+
+    async def agent(self, token: str | None = None, **kwargs: Any) -> QueueClientProtocol:
+        client = await connect(self.port, token or self.agent_token, **kwargs)
+        welcome = await client.next_message()
+        assert welcome["type"] == "welcome", welcome
+        client.welcome = welcome  # type: ignore[attr-defined]
+        return client
+
+    async def dashboard(self, token: str | None = None, **kwargs: Any) -> QueueClientProtocol:
+        return await self.agent(token or self.dashboard_token, **kwargs)
+
+    async def stop(self) -> None:
+        result = self.service.stopService()
+        if isinstance(result, Deferred):
+            await result
+
+
+def _read_initial_tokens(path: Path) -> dict[str, str]:
+    secrets: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _role, secret = line.split()
+            secrets[name] = secret
+    return secrets
+
+
+async def start_server(data: Path | None = None, **options: Any) -> RunningServer:
+    """Start vibews in this process on a free loopback port (the reactor must be running)."""
+    from twisted.internet import reactor
+
+    data = data or Path(tempfile.mkdtemp(prefix="vibews-test-"))
+    config = Config(endpoints=("tcp:0:interface=127.0.0.1",), data=str(data), **options)
+    service = build_service(config, reactor)
+    service.privilegedStartService()
+    service.startService()
+    ports = await DeferredList(
+        [listener._waitingForPort for listener in service.listeners],  # type: ignore[attr-defined]
+        fireOnOneErrback=True,
+    )
+    port = ports[0][1].getHost().port
+    secrets = _read_initial_tokens(data / "initial-tokens")
+    return RunningServer(service, port, data, secrets["agent"], secrets["dashboard"])

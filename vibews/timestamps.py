@@ -1,0 +1,61 @@
+"""RFC 3339 timestamps: the strict check for what clients send, and the format the server writes.
+
+Kept apart from the wire module because presence, questions and the store need the same two functions
+without pulling in message parsing.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+
+# RFC 3339 section 5.6, with the note that "T" and "Z" may be lower case. Nothing more lenient:
+# no space separator, no missing seconds, no ISO 8601 week dates.
+_RFC3339 = re.compile(
+    r"(?P<year>\d{4})-(?P<month>\d{2})-(?P<day>\d{2})"
+    r"[Tt](?P<hour>\d{2}):(?P<minute>\d{2}):(?P<second>\d{2})(?P<frac>\.\d+)?"
+    r"(?:[Zz]|(?P<sign>[+-])(?P<off_hour>\d{2}):(?P<off_minute>\d{2}))",
+    re.ASCII,
+)
+
+
+def is_rfc3339(text: str) -> bool:
+    """Whether ``text`` is a valid RFC 3339 date-time (calendar-checked, leap second allowed)."""
+    return parse_rfc3339(text) is not None
+
+
+def parse_rfc3339(text: str) -> float | None:
+    """The POSIX time ``text`` names, or None when it is not strict RFC 3339.
+
+    A leap second (``:60``) is accepted as the grammar allows and counted as the next second's start.
+    """
+    match = _RFC3339.fullmatch(text)
+    if match is None:
+        return None
+    year, month, day = int(match["year"]), int(match["month"]), int(match["day"])
+    hour, minute, second = int(match["hour"]), int(match["minute"]), int(match["second"])
+    if not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(year, month)[1]:
+        return None
+    if hour > 23 or minute > 59 or second > 60:
+        return None
+    offset = 0
+    if match["sign"] is not None:
+        off_hour, off_minute = int(match["off_hour"]), int(match["off_minute"])
+        if off_hour > 23 or off_minute > 59:
+            return None
+        offset = (off_hour * 60 + off_minute) * 60
+        if match["sign"] == "-":
+            offset = -offset
+    fraction = float(match["frac"]) if match["frac"] else 0.0
+    base = calendar.timegm((year, month, day, hour, minute, 0, 0, 0, 0))
+    return base + second + fraction - offset
+
+
+def format_rfc3339(posix_time: float) -> str:
+    """UTC, millisecond precision, ``Z`` suffix: the form the server stamps on what it stores."""
+    whole = int(posix_time)
+    millis = int(round((posix_time - whole) * 1000))
+    if millis == 1000:
+        whole, millis = whole + 1, 0
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"

@@ -1,0 +1,218 @@
+"""One port for HTTP and WebSocket: the twisted.web site, its resources, and the handshake limits.
+
+The WebSocket upgrade happens at ``/`` and ``/ws``; ``/healthz`` reports the store. Later parts (the
+dashboard page, ``/metrics``) are more resources on the same :class:`RootResource`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from twisted.internet.interfaces import IDelayedCall
+from twisted.logger import Logger
+from twisted.web.http import HTTPChannel, Request
+from twisted.web.resource import IResource, NoResource, Resource
+from twisted.web.server import Site
+
+from vibews import __version__
+from vibews.server import VibeServerFactory
+from vibews.store import IStore
+
+MAX_HEADER_BYTES = 16 * 1024  # request line, headers and the final blank line
+MAX_HEADER_LINES = 100  # header lines, not counting the request line
+
+_TOO_LARGE_BODY = b"request line and headers must stay within 16 KiB and 100 header lines\n"
+_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"Content-Length: " + str(len(_TOO_LARGE_BODY)).encode() + b"\r\n"
+    b"Connection: close\r\n\r\n" + _TOO_LARGE_BODY
+)
+
+_log = Logger()
+
+
+class LimitedHTTPChannel(HTTPChannel):
+    """HTTP/1.1 with the contract's opening-handshake limits.
+
+    Twisted's own limits answer 400 and its timeout is an idle timeout, which a client sending one byte
+    every few seconds (slowloris) never trips. This channel answers 431 as soon as the head of a request
+    outgrows the limits, and drops a client that has not finished its request head within
+    ``handshake_timeout`` seconds however steadily it trickles.
+    """
+
+    handshake_timeout: float = 10.0
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._head = b""
+        self._reading_head = True
+        self._refused = False
+        self._deadline: IDelayedCall | None = None
+        self._arm_deadline()
+
+    def _arm_deadline(self) -> None:
+        self._deadline = self.callLater(self.handshake_timeout, self._head_too_slow)
+
+    def _disarm_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _head_too_slow(self) -> None:
+        self._deadline = None
+        if self.transport is not None:
+            _log.info(
+                "dropping {peer}: request head not complete within {seconds} s",
+                peer=str(self.transport.getPeer()),
+                seconds=self.handshake_timeout,
+            )
+            self.transport.abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._reading_head and not self._check_head(data):
+            return
+        super().dataReceived(data)
+
+    def _check_head(self, data: bytes) -> bool:
+        self._head += data
+        ends = [i + len(m) for m in (b"\r\n\r\n", b"\n\n") if (i := self._head.find(m)) >= 0]
+        head = self._head[: min(ends)] if ends else self._head
+        # Lines in the head: every newline but the request line's and the final blank line's.
+        header_lines = head.count(b"\n") - (2 if ends else 1)
+        if len(head) > MAX_HEADER_BYTES or header_lines > MAX_HEADER_LINES:
+            self._refuse_head(len(head), header_lines)
+            return False
+        if ends:
+            self._reading_head = False
+            self._head = b""
+            self._disarm_deadline()
+        return True
+
+    def _refuse_head(self, size: int, lines: int) -> None:
+        self._refused = True
+        self._disarm_deadline()
+        _log.info(
+            "refused a request head of {size}+ bytes, {lines}+ header lines: too large",
+            size=size,
+            lines=lines,
+        )
+        self.transport.write(_TOO_LARGE)
+        self.transport.loseConnection()
+
+    def requestDone(self, request: Request) -> None:
+        super().requestDone(request)
+        # A keep-alive connection gets a fresh deadline for its next request head.
+        if self.transport is not None and not self._refused:
+            self._reading_head = True
+            self._head = b""
+            self._disarm_deadline()
+            self._arm_deadline()
+
+    def connectionLost(self, reason: Any) -> None:
+        self._disarm_deadline()
+        super().connectionLost(reason)
+
+
+def _log_line_without_query(timestamp: str, request: Request) -> str:
+    """Access-log line in the combined format, but with the path only: a ``?token=`` must not land
+    in a log."""
+    path = request.uri.split(b"?", 1)[0].decode("latin-1")
+    method = request.method.decode("latin-1")
+    protocol = request.clientproto.decode("latin-1")
+    referrer = (request.getHeader(b"referer") or b"-").split(b"?", 1)[0].decode("latin-1")
+    agent = (request.getHeader(b"user-agent") or b"-").decode("latin-1")
+    ip = request.getClientAddress()
+    host = getattr(ip, "host", "-")
+    return (
+        f'"{host}" - - {timestamp} "{method} {path} {protocol}" {request.code} '
+        f'{request.sentLength or "-"} "{referrer}" "{agent}"'
+    )
+
+
+class HealthResource(Resource):
+    """``GET /healthz``: 200 when the store takes writes, 503 naming the problem otherwise."""
+
+    isLeaf = True
+
+    def __init__(self, store: IStore) -> None:
+        super().__init__()
+        self._store = store
+
+    def render_GET(self, request: Request) -> bytes:
+        problem = self._store.problem()
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        if problem is None:
+            return json.dumps({"status": "ok", "store": "ok"}).encode()
+        request.setResponseCode(503)
+        return json.dumps({"status": "unavailable", "store": problem}).encode()
+
+
+_PLACEHOLDER = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>vibews</title>
+<meta name="viewport" content="width=device-width, initial-scale=1"></head>
+<body><h1>vibews {__version__}</h1>
+<p>This is a vibews hub. Connect a WebSocket client to this address (or <code>/ws</code>) with a token:
+<code>Authorization: Bearer &lt;token&gt;</code>, or the subprotocols
+<code>vibews.v1</code> and <code>vibews.token.&lt;token&gt;</code>.</p>
+<p>Health: <a href="/healthz">/healthz</a></p></body></html>
+""".encode()
+
+
+class RootPage(Resource):
+    """``/``: the WebSocket upgrade when asked for, otherwise the page for people."""
+
+    isLeaf = True
+
+    def __init__(self, websocket: WebSocketResource, page: IResource | None) -> None:
+        super().__init__()
+        self._websocket = websocket
+        self._page = page
+
+    def render(self, request: Request) -> Any:
+        upgrade = (request.getHeader(b"upgrade") or b"").lower()
+        if b"websocket" in upgrade:
+            return self._websocket.render(request)
+        if self._page is not None:
+            return self._page.render(request)
+        return NoResource("vibews serves no dashboard here (--no-dashboard)").render(request)
+
+
+class PlaceholderPage(Resource):
+    isLeaf = True
+
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        return _PLACEHOLDER
+
+
+class RootResource(Resource):
+    """The site's root. More resources (``metrics``, dashboard assets) are added with putChild."""
+
+    def __init__(self, factory: VibeServerFactory, store: IStore, dashboard: bool) -> None:
+        super().__init__()
+        websocket = WebSocketResource(factory)
+        self.putChild(b"", RootPage(websocket, PlaceholderPage() if dashboard else None))
+        self.putChild(b"ws", websocket)
+        self.putChild(b"healthz", HealthResource(store))
+
+    def getChild(self, path: bytes, request: Request) -> IResource:
+        return NoResource()
+
+
+def make_site(root: Resource, handshake_timeout: float) -> Site:
+    """A Site whose channels enforce the handshake limits and whose access log omits queries."""
+
+    class Channel(LimitedHTTPChannel):
+        pass
+
+    Channel.handshake_timeout = handshake_timeout
+    site = Site(root, logFormatter=_log_line_without_query)
+    site.protocol = Channel
+    site.displayTracebacks = False
+    return site
