@@ -372,11 +372,12 @@ class Hub:
     def deliver(self, message: StoredMessage) -> None:
         """Fan one stored message out: every live dashboard, and its agent's connections."""
         out = Outgoing(message.data)
-        for session in self._dashboards:
+        # Copies: a send may close a slow reader, which leaves these sets mid-loop.
+        for session in tuple(self._dashboards):
             if session.live:
                 session.peer.send(out)
         if message.agent is not None:
-            for session in self._agents.get(message.agent, ()):
+            for session in tuple(self._agents.get(message.agent, ())):
                 if session.live:
                     session.peer.send(out)
                     if message.type == "answer":

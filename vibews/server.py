@@ -78,6 +78,9 @@ class _WebSocketPeer:
             limit=self._max_write_buffer,
         )
         self._protocol.close_with(CLOSE_TRY_AGAIN_LATER, "reading too slowly; reconnect and resume")
+        # The close frame waits behind the backlog (Autobahn drops the socket if the client never
+        # reads it); the hub forgets the connection now, so nothing more is queued for it.
+        self._protocol.detach_session()
 
     def close(self, code: int, reason: str) -> None:
         self._protocol.close_with(code, reason)
@@ -98,8 +101,10 @@ class _WebSocketPeer:
 
     # IPushProducer, called by the transport.
     def pauseProducing(self) -> None:
-        self._paused = True
-        self._queued_while_paused = 0
+        # Twisted calls this again on every write while the buffer is over its size.
+        if not self._paused:
+            self._paused = True
+            self._queued_while_paused = 0
 
     def resumeProducing(self) -> None:
         self._paused = False
@@ -207,10 +212,13 @@ class VibeServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
                 Refusal(INTERNAL_ERROR, "the server failed to handle this message", None)
             )
 
-    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+    def detach_session(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             session.closed()
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.detach_session()
         if self._peer is not None:
             self._peer.stopProducing()
 
@@ -241,6 +249,9 @@ class VibeServerFactory(WebSocketServerFactory):  # type: ignore[misc]
             utf8validateIncoming=True,
             failByDrop=False,
             webStatus=False,
+            # Origins are checked by our Gate (403 before the token); Autobahn must let all through.
+            allowedOrigins=["*"],
+            allowNullOrigin=True,
         )
 
 

@@ -9,7 +9,6 @@ store, so everything acked is on disk and nothing arrives after the store closed
 from __future__ import annotations
 
 import os
-import sys
 from typing import Any
 
 from twisted.application import strports
@@ -28,6 +27,7 @@ from vibews.tokenwatch import TokenWatcher
 from vibews.web import RootResource, make_site
 
 _log = Logger()
+STDOUT = 1
 
 
 class StartupError(Exception):
@@ -81,10 +81,9 @@ def _announce_first_start(config: Config, created: list[tuple[str, str, str]]) -
     if url is not None:
         _log.info("dashboard: {url} (add #token=<dashboard secret>)", url=url)
     secret = next((s for _, role, s in created if role == "dashboard"), None)
-    if url is not None and secret is not None and os.isatty(sys.stdout.fileno()):
-        line = f"\nvibews dashboard: {url}#token={secret}\n\n"
-        # Straight to the terminal: twistd may already route sys.stdout into the log.
-        os.write(sys.stdout.fileno(), line.encode())
+    # File descriptor 1, not sys.stdout: twistd may already route sys.stdout into the log.
+    if url is not None and secret is not None and os.isatty(STDOUT):
+        os.write(STDOUT, f"\nvibews dashboard: {url}#token={secret}\n\n".encode())
 
 
 class VibewsService(MultiService):

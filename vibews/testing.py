@@ -47,6 +47,8 @@ class QueueClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
         self.opened: Deferred[QueueClientProtocol] = Deferred()
         self.closed: Deferred[tuple[int | None, str | None]] = Deferred()
         self.selected_protocol: str | None = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
 
     def onConnect(self, response: Any) -> None:
         self.selected_protocol = response.protocol
@@ -63,6 +65,7 @@ class QueueClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
             self.received.append(message)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.close_code, self.close_reason = code, reason
         if not self.opened.called:
             self.opened.errback(Closed(code, reason))
         self.closed.callback((code, reason))
@@ -84,7 +87,7 @@ class QueueClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
             d.callback(self.received.popleft())
             return d
         if self.closed.called:
-            return _failed(Closed(self.closeCode, self.closeReason))
+            return _failed(Closed(self.close_code, self.close_reason))
         d = Deferred()
         self._waiting.append(d)
         d.addTimeout(timeout, reactor)

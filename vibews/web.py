@@ -13,7 +13,8 @@ from autobahn.twisted.resource import WebSocketResource
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.web.http import HTTPChannel, Request
-from twisted.web.resource import IResource, NoResource, Resource
+from twisted.web.pages import notFound
+from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
 from vibews import __version__
@@ -180,7 +181,9 @@ class RootPage(Resource):
             return self._websocket.render(request)
         if self._page is not None:
             return self._page.render(request)
-        return NoResource("vibews serves no dashboard here (--no-dashboard)").render(request)
+        return notFound("No dashboard", "This vibews serves no dashboard (--no-dashboard).").render(
+            request
+        )
 
 
 class PlaceholderPage(Resource):
@@ -202,7 +205,7 @@ class RootResource(Resource):
         self.putChild(b"healthz", HealthResource(store))
 
     def getChild(self, path: bytes, request: Request) -> IResource:
-        return NoResource()
+        return notFound()
 
 
 def make_site(root: Resource, handshake_timeout: float) -> Site:
