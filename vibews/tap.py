@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+
 from twisted.application.service import IService
 from twisted.python import usage
 
@@ -185,7 +187,16 @@ def makeService(options: Options) -> IService:
         service: IService = build_service(options.config, reactor)
     except StartupError as error:
         raise SystemExit(f"vibews: {error}") from None
+    reactor.addSystemEventTrigger("after", "shutdown", _exit_zero_after_sigterm, reactor)
     return service
+
+
+def _exit_zero_after_sigterm(reactor: object) -> None:
+    """twistd re-raises the signal that stopped it, so a clean SIGTERM shutdown would exit as
+    "killed by SIGTERM"; the contract wants exit status 0 once the store is flushed. This runs
+    only after every service stopped (the store is closed by then)."""
+    if getattr(reactor, "_exitSignal", None) == signal.SIGTERM:
+        reactor._exitSignal = None  # type: ignore[attr-defined]
 
 
 __all__ = ["Options", "makeService"]

@@ -2,9 +2,10 @@
 use it) and wscat (the classic manual check), run as subprocesses while the in-process server
 answers.
 
-They need Node.js and ``tests/integration/node/node_modules`` (``npm install --no-audit --no-fund``
-in ``tests/integration/node``) and are skipped without them, unless ``VIBEWS_REQUIRE_NODE=1`` is
-set, which turns the skip into a failure (for CI, where a broken install must not pass silently).
+They need Node.js and the packages of ``tests/integration/node/package.json``
+(``npm install --no-audit --no-fund`` in that folder, or in the folder ``VIBEWS_NODE_DIR`` names).
+Without them they are skipped, unless ``VIBEWS_REQUIRE_NODE=1`` or ``CI`` is set (as CI services
+do): there a broken install fails instead of passing silently.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ from vibews.testing import RunningServer, connect
 
 pytestmark = pytest.mark.node
 
-NODE_DIR = Path(__file__).parent / "node"
+CLIENT = Path(__file__).parent / "node" / "client.mjs"
+# The folder whose node_modules holds ws and wscat (client.mjs reads the same variable).
+NODE_DIR = Path(os.environ.get("VIBEWS_NODE_DIR") or CLIENT.parent).absolute()
 NODE_MODULES = NODE_DIR / "node_modules"
-CLIENT = NODE_DIR / "client.mjs"
 # The Python-side limit on one Node run; client.mjs gives up on its own after 10 s.
 PROCESS_DEADLINE = 30.0
 WAIT_DEADLINE = 10.0
@@ -44,14 +46,15 @@ reactor: Any = _reactor
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get("VIBEWS_REQUIRE_NODE") == "1":
-        pytest.fail(f"{reason} (and VIBEWS_REQUIRE_NODE=1)", pytrace=False)
+    in_ci = os.environ.get("CI", "").lower() not in ("", "0", "false")
+    if in_ci or os.environ.get("VIBEWS_REQUIRE_NODE") == "1":
+        pytest.fail(f"{reason} (and VIBEWS_REQUIRE_NODE=1 or CI is set)", pytrace=False)
     pytest.skip(reason)
 
 
 @pytest.fixture
 def node() -> str:
-    """The node executable, with the ``ws`` package installed next to client.mjs."""
+    """The node executable, with the ``ws`` package installed in ``NODE_DIR``."""
     executable = shutil.which("node")
     if executable is None:
         _unavailable("Node.js (node) is not on PATH")
@@ -125,7 +128,11 @@ async def run_node(
 ) -> NodeRun:
     """Run ``node ARGS`` in tests/integration/node without blocking the reactor; kill it and fail
     if it has not exited within ``deadline`` seconds."""
-    env = {"PATH": os.environ.get("PATH", os.defpath), "NO_COLOR": "1"}
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "NO_COLOR": "1",
+        "VIBEWS_NODE_DIR": str(NODE_DIR),
+    }
     if token is not None:
         env["VIBEWS_TOKEN"] = token
     shown = (

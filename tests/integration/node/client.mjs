@@ -4,7 +4,8 @@
 //   VIBEWS_TOKEN=SECRET node client.mjs SCENARIO URL [--via header|subprotocol] [--count N]
 //                                                    [--deadline SECONDS]
 //
-// The token comes from the environment (never argv, where `ps` would show it).
+// The token comes from the environment (never argv, where `ps` would show it). `ws` is loaded from
+// the node_modules of $VIBEWS_NODE_DIR when set, else of this script's folder.
 // Every event is printed on stdout as one JSON line:
 //   {"event":"open","protocol":"<selected subprotocol>","extensions":"<negotiated extensions>"}
 //   {"event":"message","data":{...}}            one per received message, in order
@@ -26,7 +27,12 @@
 // Exit status: 0 the scenario ran to its end (the test judges what was printed), 1 the deadline
 // passed, 2 something unexpected happened (see the "error" line), 64 bad usage.
 
-import WebSocket from "ws";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const packageDir = process.env.VIBEWS_NODE_DIR || path.dirname(fileURLToPath(import.meta.url));
+const WebSocket = createRequire(path.join(packageDir, "package.json"))("ws");
 
 const SCENARIOS = new Set(["agent", "dashboard", "refused"]);
 const DEFAULT_VIA = { agent: "header", dashboard: "subprotocol", refused: "header" };

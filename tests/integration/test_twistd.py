@@ -1,0 +1,177 @@
+"""``twistd -n vibews`` as a real process: first start, signals, and nothing acked lost on SIGKILL."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal
+import stat
+from pathlib import Path
+
+import pytest_twisted
+from twistd_process import TwistdProcess, free_port
+
+from vibews.testing import connect, handshake_status
+from vibews.tokens import add_token
+
+README = Path(__file__).resolve().parents[2] / "README.rst"
+
+
+def _secrets(data: Path) -> dict[str, str]:
+    found = {}
+    for line in (data / "initial-tokens").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, secret = line.split()
+            found[name] = secret
+    return found
+
+
+def _readme_start_command() -> list[str]:
+    """The server command exactly as README.rst shows it (the line that runs ``twistd -n vibews``)."""
+    for line in README.read_text().splitlines():
+        command = line.strip().removeprefix("$ ")
+        if command.startswith("twistd -n vibews"):
+            return shlex.split(command)
+    raise AssertionError("README.rst shows no 'twistd -n vibews' command")
+
+
+@pytest_twisted.ensureDeferred
+async def test_readme_command_starts_with_zero_configuration(tmp_path: Path) -> None:
+    """README's command starts the server: it creates ./vibews-data with 0600 token files, logs the
+    files' paths but no secret, and a client connects with the generated agent token. SIGTERM then
+    closes the client with 1001 and the process exits 0."""
+    command = _readme_start_command()
+    assert command[:3] == ["twistd", "-n", "vibews"]
+    args = command[3:]
+    port = free_port()
+    if "--port" in args:
+        args[args.index("--port") + 1] = str(port)
+    else:
+        args += ["--port", str(port)]
+    process = TwistdProcess(args, tmp_path)
+    try:
+        assert await process.started() == port
+        data = tmp_path / "vibews-data"
+        for name in ("tokens", "initial-tokens"):
+            assert stat.S_IMODE((data / name).stat().st_mode) == 0o600
+        secrets = _secrets(data)
+        assert set(secrets) == {"agent", "dashboard"}
+        assert all(re.fullmatch(r"[A-Za-z0-9_-]{43}", s) for s in secrets.values())
+        assert "initial-tokens" in process.output
+        client = await connect(port, secrets["agent"])
+        welcome = await client.next_message()
+        assert welcome["type"] == "welcome" and welcome["payload"]["role"] == "agent"
+        process.signal(signal.SIGTERM)
+        code, _ = await client.wait_closed()
+        assert code == 1001
+        assert await process.ended() == 0
+        assert "vibews stopped; store flushed" in process.output
+        for secret in secrets.values():
+            assert secret not in process.output
+    finally:
+        await process.kill()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigkill_right_after_acks_loses_nothing(tmp_path: Path) -> None:
+    """Every message acked before a SIGKILL is in the snapshot and in ``resume`` after a restart on
+    the same --data, and seq goes on without a gap."""
+    data = tmp_path / "data"
+    process = TwistdProcess(["--port", "0", "--data", str(data), "--rate", "0"], tmp_path)
+    try:
+        port = await process.started()
+        secrets = _secrets(data)
+        agent = await connect(port, secrets["agent"])
+        await agent.next_message()
+        for i in range(300):
+            agent.send_json(
+                {"type": "agent_status", "id": f"m{i}", "payload": {"state": f"state-{i}"}}
+            )
+        agent.send_json({"type": "question", "id": "q", "payload": {"text": "still there?"}})
+        acks = {}
+        while len(acks) < 301:
+            reply = await agent.next_message()
+            assert reply["type"] == "ack", reply
+            acks[reply["id"]] = reply["seq"]
+        process.signal(signal.SIGKILL)
+        assert await process.ended() != 0
+    finally:
+        await process.kill()
+
+    restarted = TwistdProcess(["--port", "0", "--data", str(data)], tmp_path)
+    try:
+        port = await restarted.started()
+        dashboard = await connect(port, secrets["dashboard"])
+        welcome = await dashboard.next_message()
+        snapshot = welcome["payload"]["snapshot"]
+        assert snapshot["agents"]["agent"]["status"] == {"state": "state-299"}
+        assert [q["id"] for q in snapshot["questions"]] == ["q"]
+        dashboard.send_json({"type": "resume", "payload": {"since": 0}})
+        replayed = []
+        while True:
+            message = await dashboard.next_message()
+            if message["type"] == "resumed":
+                break
+            replayed.append(message)
+        seqs = [m["seq"] for m in replayed]
+        assert seqs == list(range(1, len(seqs) + 1)), "seq has a gap"
+        by_id = {m.get("id"): m["seq"] for m in replayed if "id" in m}
+        for message_id, seq in acks.items():
+            assert by_id[message_id] == seq
+        # The process died with the agent online: the restart stores it offline.
+        assert replayed[-1]["type"] == "presence" and replayed[-1]["payload"]["online"] is False
+        assert message["payload"]["complete"] is True
+    finally:
+        restarted.signal(signal.SIGTERM)
+        await restarted.ended()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sighup_reloads_tokens_and_closes_revoked_connections(tmp_path: Path) -> None:
+    """After removing a token from the file and SIGHUP, its connections are closed with 1008 and
+    it is refused; other connections stay. A malformed file on reload keeps the old tokens."""
+    data = tmp_path / "data"
+    process = TwistdProcess(["--port", "0", "--data", str(data)], tmp_path)
+    try:
+        port = await process.started()
+        secrets = _secrets(data)
+        extra = add_token(data / "tokens", "temp-bot", "agent")
+        tokens_file = data / "tokens"
+        process.signal(signal.SIGHUP)
+        temp = None
+        for _ in range(50):  # the reload is asynchronous: retry until the new token is known
+            if await handshake_status(port, headers={"Authorization": f"Bearer {extra}"}) == 101:
+                temp = await connect(port, extra)
+                break
+        assert temp is not None, "new token never accepted"
+        assert (await temp.next_message())["payload"]["name"] == "temp-bot"
+        keeper = await connect(port, secrets["agent"])
+        await keeper.next_message()
+        lines = tokens_file.read_text().splitlines()
+        tokens_file.write_text("\n".join(x for x in lines if not x.startswith("temp-bot")) + "\n")
+        process.signal(signal.SIGHUP)
+        code, _ = await temp.wait_closed()
+        assert code == 1008
+        assert await handshake_status(port, headers={"Authorization": f"Bearer {extra}"}) == 401
+        tokens_file.write_text("garbage line here\n")
+        process.signal(signal.SIGHUP)
+        reply = await keeper.request({"type": "agent_status", "id": "s", "payload": {"state": "s"}})
+        assert reply["type"] == "ack"
+        auth = {"Authorization": f"Bearer {secrets['dashboard']}"}
+        assert await handshake_status(port, headers=auth) == 101
+    finally:
+        await process.kill()
+    assert "tokens file not reloaded" in process.output
+    assert "line 1" in process.output or ":1:" in process.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_malformed_tokens_file_refuses_to_start(tmp_path: Path) -> None:
+    """A malformed tokens file stops the start with its line number and no traceback."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("# comment\nalice admin sha256:" + "0" * 64 + "\n")
+    process = TwistdProcess(["--port", "0", "--tokens", str(tokens)], tmp_path)
+    code = await process.ended()
+    assert code not in (0, None)
+    assert ":2:" in process.output
+    assert "Traceback" not in process.output
