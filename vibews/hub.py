@@ -188,8 +188,12 @@ class Hub:
     def start(self) -> Deferred[Any]:
         """Store agents that a dead process left online as offline (contract section 6)."""
         d = self.store.transact(handlers.leftover_presence_work(self.now()))
-        d.addCallback(lambda stored: [self.deliver(message) for message in stored])
+        d.addCallback(self._deliver_all)
         return d
+
+    def _deliver_all(self, messages: list[StoredMessage]) -> None:
+        for message in messages:
+            self.deliver(message)
 
     def shutdown(self) -> Deferred[Any]:
         """Close every connection with 1001; drop those still open after the grace period."""
@@ -346,7 +350,7 @@ class Hub:
             self.deliver(message)
 
     def _refused(self, failure: Failure, session: Session, incoming: handlers.Incoming) -> None:
-        if failure.check(Refusal):
+        if isinstance(failure.value, Refusal):
             session.refuse(failure.value)
         elif failure.check(StoreUnavailable):
             session.refuse(

@@ -117,10 +117,11 @@ class _WebSocketPeer:
         self._waiters.clear()
 
 
-class VibeServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
+class VibeServerProtocol(WebSocketServerProtocol):
     """One WebSocket connection: authenticate in the handshake, then hand frames to the hub."""
 
     factory: VibeServerFactory
+    transport: Any
     _log = Logger()
 
     def __init__(self) -> None:
@@ -223,14 +224,14 @@ class VibeServerProtocol(WebSocketServerProtocol):  # type: ignore[misc]
             self._peer.stopProducing()
 
 
-class VibeServerFactory(WebSocketServerFactory):  # type: ignore[misc]
+class VibeServerFactory(WebSocketServerFactory):
     """Builds connections; holds the hub, the gate and the connection limits.
 
     Autobahn owns ``server``, ``url``, ``port`` and ``reactor`` on factories: ours are ``hub``,
     ``gate`` and ``settings``.
     """
 
-    protocol = VibeServerProtocol
+    protocol = VibeServerProtocol  # type: ignore[assignment]
 
     def __init__(self, hub: Hub, gate: Gate, settings: ConnectionSettings) -> None:
         super().__init__(server=f"vibews/{__version__}")

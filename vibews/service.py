@@ -9,6 +9,7 @@ store, so everything acked is on disk and nothing arrives after the store closed
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from twisted.application import strports
@@ -22,7 +23,7 @@ from vibews.config import Config
 from vibews.hub import Hub, HubSettings
 from vibews.server import ConnectionSettings, VibeServerFactory
 from vibews.store.sqlite import SQLiteStore, StoreLocked
-from vibews.tokens import TokenTable, TokensFileError, create_initial_tokens, load_tokens
+from vibews.tokens import TokensFileError, TokenTable, create_initial_tokens, load_tokens
 from vibews.tokenwatch import TokenWatcher
 from vibews.web import RootResource, make_site
 
@@ -61,8 +62,8 @@ def dashboard_url(description: str) -> str | None:
     if kind not in ("tcp", "ssl") or len(parts) < 2:
         return None
     options = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
-    host = options.get("interface", "0.0.0.0").replace("\\", "")
-    if host in ("0.0.0.0", "::", ""):
+    host = options.get("interface", "").replace("\\", "")
+    if host in ("0.0.0.0", "::", ""):  # noqa: S104 (naming the wildcard, not binding it)
         host = "localhost"
     elif ":" in host:
         host = f"[{host}]"
@@ -97,7 +98,7 @@ class VibewsService(MultiService):
         hub: Hub,
         watcher: TokenWatcher,
         root: RootResource,
-        listeners: list[Service],
+        listeners: Sequence[Service],
     ) -> None:
         super().__init__()
         self.config = config
@@ -106,7 +107,7 @@ class VibewsService(MultiService):
         self.hub = hub
         self.watcher = watcher
         self.root = root
-        self.listeners = listeners
+        self.listeners = list(listeners)
         watcher.setServiceParent(self)
         for listener in listeners:
             listener.setServiceParent(self)

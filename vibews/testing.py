@@ -7,8 +7,14 @@ Everything waits on Deferreds with a deadline: nothing here sleeps.
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import socket
+import sys
 import tempfile
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -17,7 +23,8 @@ import attrs
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.python.failure import Failure
 
 from vibews.config import Config
@@ -36,11 +43,14 @@ class Closed(Exception):
         self.reason = reason
 
 
-class QueueClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
+class QueueClientProtocol(WebSocketClientProtocol):
     """Keeps every received message in order; ``next_message`` hands them out."""
+
+    transport: Any
 
     def __init__(self) -> None:
         super().__init__()
+        self.welcome: dict[str, Any] = {}
         self.received: deque[dict[str, Any]] = deque()
         self.all_received: list[dict[str, Any]] = []
         self._waiting: deque[Deferred[dict[str, Any]]] = deque()
@@ -72,6 +82,17 @@ class QueueClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
         waiting, self._waiting = self._waiting, deque()
         for d in waiting:
             d.errback(Closed(code, reason))
+
+    def disconnect(self) -> None:
+        """Close the TCP connection without a closing handshake (a client that vanished)."""
+        self.transport.loseConnection()
+
+    def pause_reading(self) -> None:
+        """Stop reading from the socket: the server sees a client that reads too slowly."""
+        self.transport.pauseProducing()
+
+    def resume_reading(self) -> None:
+        self.transport.resumeProducing()
 
     def send_json(self, message: Any) -> None:
         self.sendMessage(json.dumps(message).encode())
@@ -118,7 +139,13 @@ class QueueClientProtocol(WebSocketClientProtocol):  # type: ignore[misc]
         from twisted.internet import reactor
 
         d: Deferred[tuple[int | None, str | None]] = Deferred()
-        self.closed.addBoth(lambda result: (d.callback(result), result)[1])
+
+        def relay(result: Any) -> Any:
+            if not d.called:
+                d.callback(result)
+            return result
+
+        self.closed.addBoth(relay)
         d.addTimeout(timeout, reactor)
         return d
 
@@ -168,7 +195,7 @@ async def connect(
         autoPingInterval=None, maxMessagePayloadSize=0, maxFramePayloadSize=0
     )
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
-    client: QueueClientProtocol = await endpoint.connect(factory)
+    client: QueueClientProtocol = await endpoint.connect(factory)  # type: ignore[assignment]
     opened = client.opened
     opened.addTimeout(timeout, reactor)
     await opened
@@ -183,7 +210,7 @@ class _RawResponse(Protocol):
     def dataReceived(self, data: bytes) -> None:
         self.data += data
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         if not self.done.called:
             self.done.callback(self.data)
 
@@ -193,12 +220,13 @@ async def raw_exchange(port: int, request: bytes, timeout: float = DEFAULT_TIMEO
     from twisted.internet import reactor
 
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
-    protocol: _RawResponse = await endpoint.connect(Factory.forProtocol(_RawResponse))
+    protocol: Any = await endpoint.connect(Factory.forProtocol(_RawResponse))
     protocol.transport.write(request)
     done = protocol.done
     done.addTimeout(timeout, reactor)
     try:
-        return await done
+        data: bytes = await done
+        return data
     finally:
         protocol.transport.loseConnection()
 
@@ -225,7 +253,7 @@ async def handshake_status(
     from twisted.internet import reactor
 
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
-    protocol: _RawResponse = await endpoint.connect(Factory.forProtocol(_RawResponse))
+    protocol: Any = await endpoint.connect(Factory.forProtocol(_RawResponse))
     protocol.transport.write(upgrade_request(path, headers, host or f"127.0.0.1:{port}"))
     got_line: Deferred[bytes] = Deferred()
 
@@ -239,8 +267,13 @@ async def handshake_status(
         original(data)
         check(protocol.data)
 
-    protocol.dataReceived = data_received  # type: ignore[method-assign]
-    protocol.done.addCallback(lambda data: got_line.called or got_line.callback(data))
+    protocol.dataReceived = data_received
+
+    def finish(data: bytes) -> None:
+        if not got_line.called:
+            got_line.callback(data)
+
+    protocol.done.addCallback(finish)
     got_line.addTimeout(DEFAULT_TIMEOUT, reactor)
     data = await got_line
     protocol.transport.loseConnection()
@@ -266,7 +299,7 @@ class RunningServer:
         client = await connect(self.port, token or self.agent_token, **kwargs)
         welcome = await client.next_message()
         assert welcome["type"] == "welcome", welcome
-        client.welcome = welcome  # type: ignore[attr-defined]
+        client.welcome = welcome
         return client
 
     async def dashboard(self, token: str | None = None, **kwargs: Any) -> QueueClientProtocol:
@@ -303,3 +336,91 @@ async def start_server(data: Path | None = None, **options: Any) -> RunningServe
     port = ports[0][1].getHost().port
     secrets = _read_initial_tokens(data / "initial-tokens")
     return RunningServer(service, port, data, secrets["agent"], secrets["dashboard"])
+
+
+# --- vibews as a real process ------------------------------------------------------------------
+
+LISTENING = re.compile(rb"Site starting on (\d+)")
+
+
+def twistd() -> str:
+    """The twistd of the interpreter running the tests (the tox env's, or the venv's)."""
+    candidate = Path(sys.executable).parent / "twistd"
+    return str(candidate) if candidate.exists() else "twistd"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class _Watcher(ProcessProtocol):
+    def __init__(self) -> None:
+        self.output = b""
+        self.listening: Deferred[int] = Deferred()
+        self.ended: Deferred[int | None] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        match = LISTENING.search(self.output)
+        if match and not self.listening.called:
+            self.listening.callback(int(match.group(1)))
+
+    errReceived = outReceived
+
+    def processEnded(self, reason: Failure) -> None:
+        code: int | None = None
+        if reason.check(ProcessDone):
+            code = 0
+        elif reason.check(ProcessTerminated):
+            value: Any = reason.value
+            code = value.exitCode if value.exitCode is not None else -value.signal
+        if not self.listening.called:
+            self.listening.errback(RuntimeError(f"twistd ended ({code}):\n{self.output.decode()}"))
+        self.ended.callback(code)
+
+
+class TwistdProcess:
+    """One running ``twistd -n vibews ...``; ``port`` is known once ``started`` fired."""
+
+    def __init__(self, args: Sequence[str], cwd: Path) -> None:
+        self.args = [twistd(), "--pidfile=", "-n", "vibews", *args]
+        self.cwd = cwd
+        self._watcher = _Watcher()
+        self.port = 0
+        env = dict(os.environ)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        from twisted.internet import reactor
+
+        self._process = reactor.spawnProcess(
+            self._watcher, self.args[0], self.args, env=env, path=str(cwd)
+        )
+
+    @property
+    def output(self) -> str:
+        return self._watcher.output.decode(errors="replace")
+
+    async def started(self, timeout: float = 30) -> int:
+        from twisted.internet import reactor
+
+        listening = self._watcher.listening
+        listening.addTimeout(timeout, reactor)
+        self.port = await listening
+        return self.port
+
+    def signal(self, signum: int) -> None:
+        self._process.signalProcess(signum)
+
+    async def ended(self, timeout: float = 30) -> int | None:
+        from twisted.internet import reactor
+
+        ended = self._watcher.ended
+        ended.addTimeout(timeout, reactor)
+        result: int | None = await ended
+        return result
+
+    async def kill(self) -> None:
+        if not self._watcher.ended.called:
+            self.signal(signal.SIGKILL)
+            await self.ended()

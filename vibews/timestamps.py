@@ -55,7 +55,7 @@ def parse_rfc3339(text: str) -> float | None:
 def format_rfc3339(posix_time: float) -> str:
     """UTC, millisecond precision, ``Z`` suffix: the form the server stamps on what it stores."""
     whole = int(posix_time)
-    millis = int(round((posix_time - whole) * 1000))
+    millis = round((posix_time - whole) * 1000)
     if millis == 1000:
         whole, millis = whole + 1, 0
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorFromThreads, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from vibews.tokens import TokenTable, TokensFileError, load_tokens
+from vibews.tokens import TokensFileError, TokenTable, load_tokens
 
 _log = Logger()
 

@@ -10,8 +10,10 @@ import json
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
+from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel, Request
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
@@ -33,6 +35,7 @@ _TOO_LARGE = (
 )
 
 _log = Logger()
+_CONNECTION_DONE = Failure(ConnectionDone())
 
 
 class LimitedHTTPChannel(HTTPChannel):
@@ -45,6 +48,7 @@ class LimitedHTTPChannel(HTTPChannel):
     """
 
     handshake_timeout: float = 10.0
+    transport: Any
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -114,7 +118,7 @@ class LimitedHTTPChannel(HTTPChannel):
             self._disarm_deadline()
             self._arm_deadline()
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
         self._disarm_deadline()
         super().connectionLost(reason)
 
@@ -216,6 +220,6 @@ def make_site(root: Resource, handshake_timeout: float) -> Site:
 
     Channel.handshake_timeout = handshake_timeout
     site = Site(root, logFormatter=_log_line_without_query)
-    site.protocol = Channel
+    site.protocol = Channel  # type: ignore[assignment,method-assign]  # HTTP/1.1 only, by design
     site.displayTracebacks = False
     return site

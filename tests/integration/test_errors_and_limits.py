@@ -16,7 +16,7 @@ from vibews.testing import RunningServer, connect, raw_exchange, start_server, u
 
 async def _refused(client: Any, raw: bytes) -> dict[str, Any]:
     client.send_raw(raw)
-    reply = await client.next_of("error")
+    reply: dict[str, Any] = await client.next_of("error")
     return reply
 
 
@@ -82,9 +82,7 @@ async def test_invalid_id_is_reported_with_null_id(server: RunningServer) -> Non
 async def test_dashboard_may_not_send_agent_types(server: RunningServer) -> None:
     """A dashboard sending agent_status is refused with forbidden."""
     dashboard = await server.dashboard()
-    error = await dashboard.request(
-        {"type": "agent_status", "id": "x", "payload": {"state": "s"}}
-    )
+    error = await dashboard.request({"type": "agent_status", "id": "x", "payload": {"state": "s"}})
     assert error["payload"]["code"] == "forbidden"
 
 
@@ -97,7 +95,7 @@ async def test_internal_error_is_reported_and_logged(
     def broken(txn: Any, incoming: Any) -> Any:
         raise RuntimeError("injected fault")
 
-    monkeypatch.setitem(handlers.HANDLERS, "task_update", broken)  # type: ignore[arg-type]
+    monkeypatch.setitem(handlers.HANDLERS, "task_update", broken)
     agent = await server.agent()
     error = await agent.request(
         {"type": "task_update", "id": "t", "payload": {"task_id": "t", "status": "s"}}
@@ -183,7 +181,7 @@ async def test_rate_limit_refuses_with_rate_limited(tmp_path: Path) -> None:
     server = await start_server(tmp_path / "data", rate=1, burst=5)
     try:
         agent = await server.agent()
-        for i in range(4):
+        for _ in range(4):
             agent.send_json({"type": "ack", "seq": 0})
         for i in range(3):
             agent.send_json({"type": "agent_status", "id": f"m{i}", "payload": {"state": "s"}})
@@ -223,7 +221,7 @@ async def test_slow_reader_closes_with_1013_and_others_keep_receiving(tmp_path: 
         fast = await server.dashboard()
         agent = await server.agent()
         await slow.next_of("presence")
-        slow.transport.pauseProducing()  # stop reading from the socket
+        slow.pause_reading()  # stop reading from the socket
         blob = "x" * 30000
         sent = 0
         closed: Deferred[Any] = slow.wait_closed(timeout=60)
@@ -235,10 +233,10 @@ async def test_slow_reader_closes_with_1013_and_others_keep_receiving(tmp_path: 
             last_seq = reply["seq"]
             sent += 1
         assert server.service.hub.connection_count() == 2, "slow reader still connected"
-        slow.transport.resumeProducing()
+        slow.resume_reading()
         code, _ = await closed
         assert code == 1013
-        seqs = []
+        seqs: list[int] = []
         while len(seqs) < sent:
             message = await fast.next_message()
             if message["type"] == "agent_status":
@@ -295,14 +293,14 @@ async def test_presence_grace_hides_a_quick_reconnect(tmp_path: Path) -> None:
         dashboard = await server.dashboard()
         agent = await server.agent()
         assert (await dashboard.next_message())["payload"]["online"] is True
-        agent.transport.loseConnection()
+        agent.disconnect()
         await agent.wait_closed()
         again = await server.agent()
         status = await again.request(
             {"type": "agent_status", "id": "s", "payload": {"state": "back"}}
         )
         assert (await dashboard.next_message())["seq"] == status["seq"]
-        again.transport.loseConnection()
+        again.disconnect()
         await again.wait_closed()
         offline = await dashboard.next_message()
         assert offline["type"] == "presence" and offline["payload"]["online"] is False

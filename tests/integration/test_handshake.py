@@ -77,7 +77,9 @@ async def test_foreign_origin_gets_403_before_the_token_is_looked_at(
     for origin in ("http://evil.example", "null", f"https://127.0.0.1:{server.port}"):
         status = await handshake_status(server.port, headers={**auth, "Origin": origin})
         assert status == 403, origin
-    no_token_foreign = await handshake_status(server.port, headers={"Origin": "http://evil.example"})
+    no_token_foreign = await handshake_status(
+        server.port, headers={"Origin": "http://evil.example"}
+    )
     assert no_token_foreign == 403
     own = {**auth, "Origin": f"http://127.0.0.1:{server.port}"}
     assert await handshake_status(server.port, headers=own) == 101
@@ -106,7 +108,7 @@ async def test_max_connections_gives_503(tmp_path: Path) -> None:
         await server.dashboard()
         auth = {"Authorization": f"Bearer {server.agent_token}"}
         assert await handshake_status(server.port, headers=auth) == 503
-        first.transport.loseConnection()
+        first.disconnect()
         await first.wait_closed()
         assert await handshake_status(server.port, headers=auth) == 101
     finally:
@@ -164,7 +166,9 @@ async def test_plain_http_routes(server: RunningServer) -> None:
     )
     assert health.startswith(b"HTTP/1.1 200 ")
     assert health.endswith(b'{"status": "ok", "store": "ok"}')
-    page = await raw_exchange(server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    page = await raw_exchange(
+        server.port, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
     assert page.startswith(b"HTTP/1.1 200 ") and b"vibews" in page
     missing = await raw_exchange(
         server.port, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"

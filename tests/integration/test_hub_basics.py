@@ -70,7 +70,7 @@ async def test_snapshot_shows_agents_statuses_tasks_and_open_questions(
     """A dashboard's snapshot lists every agent of the tokens file (even never seen), each agent's
     last status and presence, the last update of every task and the open questions as relayed."""
     server.add_token("idle-bot", "agent")
-    dashboard, agent = await _online(server)
+    _dashboard, agent = await _online(server)
     await agent.request({"type": "agent_status", "id": "a", "payload": {"state": "one"}})
     await agent.request({"type": "agent_status", "id": "b", "payload": {"state": "two"}})
     await agent.request(
@@ -163,7 +163,7 @@ async def test_agents_do_not_receive_other_agents_traffic(server: RunningServer)
     """Statuses, tasks and questions go to dashboards only: another agent receives none of them."""
     other = server.add_token("bot-2", "agent")
     listener = await server.agent(other)
-    dashboard, agent = await _online(server)
+    _dashboard, agent = await _online(server)
     await agent.request({"type": "agent_status", "id": "1", "payload": {"state": "a"}})
     await agent.request(
         {"type": "task_update", "id": "2", "payload": {"task_id": "t", "status": "s"}}

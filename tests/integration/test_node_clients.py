@@ -96,8 +96,8 @@ class NodeRun:
             raise AssertionError(f"stdout is not JSON lines ({error}): {self!r}") from None
 
     def events(self) -> list[dict[str, Any]]:
-        lines: list[dict[str, Any]] = self.lines()
-        return lines
+        """The events client.mjs printed, in order."""
+        return self.lines()
 
     def messages(self) -> list[dict[str, Any]]:
         """The messages client.mjs received, in order."""
@@ -123,11 +123,18 @@ class _RecordingReactor:
         return process
 
 
+def _shown(arg: str) -> str:
+    """An argument as failure messages show it: scripts by name, secrets hidden."""
+    if "Bearer " in arg:
+        return "Authorization: Bearer ..."
+    return Path(arg).name if arg.startswith("/") else arg
+
+
 async def run_node(
     node: str, args: list[str], token: str | None = None, deadline: float = PROCESS_DEADLINE
 ) -> NodeRun:
-    """Run ``node ARGS`` in tests/integration/node without blocking the reactor; kill it and fail
-    if it has not exited within ``deadline`` seconds."""
+    """Run ``node ARGS`` in ``NODE_DIR`` without blocking the reactor; kill it and fail if it has
+    not exited within ``deadline`` seconds."""
     env = {
         "PATH": os.environ.get("PATH", os.defpath),
         "NO_COLOR": "1",
@@ -135,15 +142,7 @@ async def run_node(
     }
     if token is not None:
         env["VIBEWS_TOKEN"] = token
-    shown = (
-        "Authorization: Bearer ..."
-        if "Bearer " in arg
-        else Path(arg).name
-        if arg[:1] == "/"
-        else arg
-        for arg in args
-    )
-    command = " ".join(["node", *shown])
+    command = " ".join(["node", *map(_shown, args)])
     spawner = _RecordingReactor()
     running: Deferred[tuple[bytes, bytes, int]] = getProcessOutputAndValue(
         node, args, env=env, path=str(NODE_DIR), reactor=spawner
@@ -237,6 +236,8 @@ async def test_node_ws_dashboard_with_subprotocol_token_gets_relayed_status(
     agent sends, relayed with `from` = "agent", the acked seq, the id and the payload; everything
     after the welcome comes in increasing seq order."""
     url = f"ws://127.0.0.1:{server.port}/"
+    # The agent must send only once the dashboard is registered (else the status would only be in
+    # its snapshot); the hub's "connected as dashboard" log event says when, without polling.
     connected = next_log_event(_is_dashboard_connected)
     running = ensureDeferred(
         run_node(node, client_args("dashboard", url, "--count", "1"), server.dashboard_token)

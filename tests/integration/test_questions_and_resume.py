@@ -77,7 +77,7 @@ async def test_offline_agent_gets_pending_answer_on_reconnect_until_it_acks(
     dashboard = await server.dashboard()
     agent = await server.agent()
     await agent.request({"type": "question", "id": "q1", "payload": {"text": "Go?"}})
-    agent.transport.loseConnection()
+    agent.disconnect()
     await agent.wait_closed()
     answer = await dashboard.request(
         {"type": "answer", "id": "a1", "payload": {"question_id": "q1", "text": "go"}}
@@ -85,7 +85,7 @@ async def test_offline_agent_gets_pending_answer_on_reconnect_until_it_acks(
     back = await server.agent()
     pending = await back.next_message()
     assert pending["type"] == "answer" and pending["seq"] == answer["seq"]
-    back.transport.loseConnection()
+    back.disconnect()
     await back.wait_closed()
     again = await server.agent()
     pending_again = await again.next_message()
@@ -93,7 +93,7 @@ async def test_offline_agent_gets_pending_answer_on_reconnect_until_it_acks(
     again.send_json({"type": "ack", "seq": answer["seq"]})
     # Acks are never acked; prove the ack was handled by waiting for a later message's ack.
     await again.request({"type": "agent_status", "id": "after", "payload": {"state": "s"}})
-    again.transport.loseConnection()
+    again.disconnect()
     await again.wait_closed()
     cleared = await server.agent()
     reply = await cleared.request({"type": "agent_status", "id": "x", "payload": {"state": "s"}})
@@ -113,7 +113,7 @@ async def test_ack_of_a_lower_seq_keeps_the_answer_pending(server: RunningServer
     await agent.next_of("answer")
     agent.send_json({"type": "ack", "seq": answer["seq"] - 1})
     await agent.request({"type": "agent_status", "id": "after", "payload": {"state": "s"}})
-    agent.transport.loseConnection()
+    agent.disconnect()
     await agent.wait_closed()
     back = await server.agent()
     assert (await back.next_message())["seq"] == answer["seq"]
@@ -127,7 +127,7 @@ async def test_resume_replays_missed_messages_in_order(server: RunningServer) ->
     agent = await server.agent()
     first = await agent.request({"type": "agent_status", "id": "1", "payload": {"state": "a"}})
     last_seen = first["seq"]
-    dashboard.transport.loseConnection()
+    dashboard.disconnect()
     missed = [
         await agent.request({"type": "agent_status", "id": str(i), "payload": {"state": "b"}})
         for i in range(2, 8)

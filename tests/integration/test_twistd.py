@@ -9,9 +9,8 @@ import stat
 from pathlib import Path
 
 import pytest_twisted
-from twistd_process import TwistdProcess, free_port
 
-from vibews.testing import connect, handshake_status
+from vibews.testing import TwistdProcess, connect, free_port, handshake_status
 from vibews.tokens import add_token
 
 README = Path(__file__).resolve().parents[2] / "README.rst"
@@ -88,7 +87,7 @@ async def test_sigkill_right_after_acks_loses_nothing(tmp_path: Path) -> None:
                 {"type": "agent_status", "id": f"m{i}", "payload": {"state": f"state-{i}"}}
             )
         agent.send_json({"type": "question", "id": "q", "payload": {"text": "still there?"}})
-        acks = {}
+        acks: dict[str, int] = {}
         while len(acks) < 301:
             reply = await agent.next_message()
             assert reply["type"] == "ack", reply

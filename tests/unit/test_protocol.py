@@ -278,8 +278,19 @@ def test_non_string_type_is_invalid_message(value: Any) -> None:
 @pytest.mark.parametrize(
     "value",
     [None, 1, 0, True, [], ["m1"], {}, "", "a" * 129, "\u00e9" * 129, "\U0001f600" * 129],
-    ids=["null", "int", "zero", "bool", "list", "list-of-str", "object", "empty", "129-ascii",
-         "129-e-acute", "129-emoji"],
+    ids=[
+        "null",
+        "int",
+        "zero",
+        "bool",
+        "list",
+        "list-of-str",
+        "object",
+        "empty",
+        "129-ascii",
+        "129-e-acute",
+        "129-emoji",
+    ],
 )
 def test_invalid_id_is_invalid_message_with_null_id(value: Any) -> None:
     """An id that is not a string of 1-128 code points is invalid_message, reported with id None."""
@@ -325,7 +336,9 @@ def test_id_is_optional() -> None:
 )
 def test_timestamp_not_strict_rfc3339_is_invalid_message(value: Any) -> None:
     """A ``timestamp`` that is not a strict RFC 3339 string is invalid_message naming timestamp."""
-    frame = wire({"type": "agent_status", "id": "m1", "timestamp": value, "payload": {"state": "x"}})
+    frame = wire(
+        {"type": "agent_status", "id": "m1", "timestamp": value, "payload": {"state": "x"}}
+    )
     assert_invalid(frame, "timestamp")
 
 
@@ -334,7 +347,9 @@ def test_timestamp_not_strict_rfc3339_is_invalid_message(value: Any) -> None:
 )
 def test_valid_timestamp_is_kept_exactly_as_sent(value: str) -> None:
     """A valid ``timestamp`` passes and is kept verbatim (it is relayed exactly as sent)."""
-    frame = wire({"type": "agent_status", "id": "m1", "timestamp": value, "payload": {"state": "x"}})
+    frame = wire(
+        {"type": "agent_status", "id": "m1", "timestamp": value, "payload": {"state": "x"}}
+    )
     assert data(frame).timestamp == value
 
 
@@ -352,8 +367,12 @@ def test_timestamp_is_optional() -> None:
 def test_year_zero_timestamp_is_accepted_or_refused_cleanly() -> None:
     """A year-0000 timestamp is either accepted or refused with invalid_message, never a crash."""
     frame = wire(
-        {"type": "agent_status", "id": "m1", "timestamp": "0000-01-01T00:00:00Z",
-         "payload": {"state": "x"}}
+        {
+            "type": "agent_status",
+            "id": "m1",
+            "timestamp": "0000-01-01T00:00:00Z",
+            "payload": {"state": "x"},
+        }
     )
     try:
         check(frame)
@@ -596,8 +615,9 @@ def test_answer_valid_forms(payload: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize(
-    "question_id", [None, "", 1, True, ["q1"], "q" * 129], ids=["null", "empty", "int", "bool",
-                                                               "list", "129"]
+    "question_id",
+    [None, "", 1, True, ["q1"], "q" * 129],
+    ids=["null", "empty", "int", "bool", "list", "129"],
 )
 def test_answer_bad_question_id_is_invalid_message(question_id: Any) -> None:
     """``question_id`` must be an id: a string of 1-128 code points."""

@@ -10,7 +10,9 @@ import pytest
 from vibews.timestamps import format_rfc3339, is_rfc3339, parse_rfc3339
 
 
-def posix(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> float:
+def posix(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> float:
     return datetime(year, month, day, hour, minute, second, tzinfo=UTC).timestamp()
 
 
