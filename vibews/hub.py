@@ -62,6 +62,28 @@ class Peer(Protocol):
         """Fires once the write buffer has drained."""
 
 
+class HubObserver:
+    """Hooks for counting what the hub does (metrics); this base class ignores them all."""
+
+    def connection_opened(self, role: str) -> None:
+        """A connection was authenticated and registered."""
+
+    def connection_closed(self, role: str) -> None:
+        """A registered connection went away."""
+
+    def message_received(self, message_type: str) -> None:
+        """A client message passed every check up to dispatch."""
+
+    def message_refused(self, code: str) -> None:
+        """A client message was answered with ``error``."""
+
+    def delivered(self, recipients: int) -> None:
+        """A stored message was queued to ``recipients`` connections."""
+
+    def acked(self, seconds: float) -> None:
+        """A data message was acked ``seconds`` after it arrived."""
+
+
 @attrs.frozen
 class HubSettings:
     rate: float = 100
@@ -119,6 +141,7 @@ class Session:
         except Refusal as refusal:
             self.refuse(refusal)
             return
+        self.hub.observer.message_received(envelope.type)
         if isinstance(message, DataMessage):
             self.hub.submit(self, message)
         elif isinstance(message, Ack):
@@ -141,6 +164,7 @@ class Session:
             self.peer.send(Outgoing(protocol.encode(frame)))
 
     def refuse(self, refusal: Refusal) -> None:
+        self.hub.observer.message_refused(refusal.code)
         self.send(protocol.error(refusal.id, refusal.code, refusal.message))
         if self.open and self._refusals.add(self.hub.clock.seconds()):
             self.hub.log.info(
@@ -169,8 +193,10 @@ class Hub:
         clock: IReactorTime,
         settings: HubSettings,
         agent_names: Callable[[], Collection[str]] = lambda: (),
+        observer: HubObserver | None = None,
     ) -> None:
         self.store = store
+        self.observer = observer or HubObserver()
         self.clock = clock
         self.settings = settings
         self._agent_names = agent_names
@@ -226,6 +252,7 @@ class Hub:
         """Register a connection, send its ``welcome`` (and an agent's pending answers)."""
         session = Session(self, peer, identity, digest, secrets.token_hex(8))
         self.sessions[session.connection_id] = session
+        self.observer.connection_opened(identity.role)
         if session.is_agent:
             self._open_agent(session)
         else:
@@ -257,7 +284,8 @@ class Hub:
                 self._store_presence(name, True)
 
     def unregister(self, session: Session) -> None:
-        self.sessions.pop(session.connection_id, None)
+        if self.sessions.pop(session.connection_id, None) is not None:
+            self.observer.connection_closed(session.identity.role)
         self.log.info(
             "{name} disconnected ({connection})",
             name=session.identity.name,
@@ -341,11 +369,15 @@ class Hub:
             session.refuse(Refusal(protocol.UNAVAILABLE, str(error), incoming.message_id))
             return
         d.addCallbacks(
-            self._stored, self._refused, callbackArgs=(session,), errbackArgs=(session, incoming)
+            self._stored,
+            self._refused,
+            callbackArgs=(session, self.clock.seconds()),
+            errbackArgs=(session, incoming),
         )
 
-    def _stored(self, accepted: handlers.Accepted, session: Session) -> None:
+    def _stored(self, accepted: handlers.Accepted, session: Session, received: float) -> None:
         session.send(protocol.ack(accepted.message_id, accepted.seq, accepted.duplicate))
+        self.observer.acked(self.clock.seconds() - received)
         for message in accepted.deliveries:
             self.deliver(message)
 
@@ -376,16 +408,20 @@ class Hub:
     def deliver(self, message: StoredMessage) -> None:
         """Fan one stored message out: every live dashboard, and its agent's connections."""
         out = Outgoing(message.data)
+        sent = 0
         # Copies: a send may close a slow reader, which leaves these sets mid-loop.
         for session in tuple(self._dashboards):
             if session.live:
                 session.peer.send(out)
+                sent += 1
         if message.agent is not None:
             for session in tuple(self._agents.get(message.agent, ())):
                 if session.live:
                     session.peer.send(out)
+                    sent += 1
                     if message.type == "answer":
                         session.delivered.add(message.seq)
+        self.observer.delivered(sent)
 
     def acknowledge(self, session: Session, seq: int) -> None:
         """An agent's ``ack`` clears the answers up to ``seq`` that this connection was sent."""

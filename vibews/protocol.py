@@ -103,7 +103,9 @@ ClientMessage = DataMessage | Ack | Resume
 
 # Strings and brackets of a JSON text, so nesting can be measured without parsing it (a parser
 # would recurse, and Python's recursion limit would decide the error instead of the contract).
-_DEPTH_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+# An unterminated string matches to the end (``"?``) so every character is scanned once: without
+# it the regex would rescan the rest of the text from every quote, quadratic in the frame size.
+_DEPTH_TOKENS = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
 
 def _nesting_depth(text: str) -> int:
@@ -140,6 +142,14 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    """``1e400`` is valid JSON syntax but would become infinity, which JSON cannot carry back."""
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:32]} is out of range")
+    return value
+
+
 def parse_object(frame: bytes) -> dict[str, Any]:
     """Strict JSON to a dict, or a :class:`Refusal` (``invalid_json`` / ``invalid_message``)."""
     try:
@@ -149,7 +159,7 @@ def parse_object(frame: bytes) -> dict[str, Any]:
     if text.count("[") + text.count("{") > MAX_DEPTH and _nesting_depth(text) > MAX_DEPTH:
         raise Refusal(INVALID_MESSAGE, f"the message is nested deeper than {MAX_DEPTH} levels")
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except (ValueError, RecursionError) as error:
         raise Refusal(INVALID_JSON, f"the message is not valid JSON: {error}") from None
     if "\\u" in text and _has_lone_surrogate(value):
@@ -259,7 +269,7 @@ def _check_answer(envelope: Envelope, payload: Mapping[str, Any]) -> None:
             f"must be the id of an open question (a string of 1 to {MAX_ID_LENGTH} characters)",
         )
     action = payload.get("action", "accept")
-    if action not in ANSWER_ACTIONS:
+    if not isinstance(action, str) or action not in ANSWER_ACTIONS:
         raise _field_error(envelope, "payload.action", "must be 'accept', 'decline' or 'cancel'")
     if "text" in payload and not isinstance(payload["text"], str):
         raise _field_error(envelope, "payload.text", "must be a string")

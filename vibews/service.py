@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from vibews.auth import Gate
 from vibews.config import Config
 from vibews.hub import Hub, HubSettings
+from vibews.metrics import Metrics, MetricsResource
 from vibews.server import ConnectionSettings, VibeServerFactory
 from vibews.store.sqlite import SQLiteStore, StoreLocked
 from vibews.tokens import TokensFileError, TokenTable, create_initial_tokens, load_tokens
@@ -152,9 +153,14 @@ def build_service(config: Config, reactor: Any) -> VibewsService:
     except OSError as error:
         raise StartupError(f"cannot create data directory {config.data_dir}: {error}") from None
     table, created = _prepare_tokens(config)
+    metrics = Metrics()
     try:
         store = SQLiteStore(
-            config.database_path, reactor, durability=config.durability, history=config.history
+            config.database_path,
+            reactor,
+            durability=config.durability,
+            history=config.history,
+            on_commit=metrics.committed,
         )
     except StoreLocked as error:
         raise StartupError(str(error)) from None
@@ -168,7 +174,14 @@ def build_service(config: Config, reactor: Any) -> VibewsService:
         heartbeat=config.ping_interval,
     )
     holder: dict[str, TokenWatcher] = {}
-    hub = Hub(store, reactor, hub_settings, lambda: holder["watcher"].table.names("agent"))
+    metrics.track_head(store.head)
+    hub = Hub(
+        store,
+        reactor,
+        hub_settings,
+        lambda: holder["watcher"].table.names("agent"),
+        observer=metrics,
+    )
     watcher = TokenWatcher(
         config.tokens_path,
         table,
@@ -193,6 +206,7 @@ def build_service(config: Config, reactor: Any) -> VibewsService:
         ),
     )
     root = RootResource(factory, store, dashboard=config.dashboard)
+    root.putChild(b"metrics", MetricsResource(metrics))
     site = make_site(root, config.handshake_timeout)
     listeners = [strports.service(d, site, reactor=reactor) for d in config.listen]
     if created:

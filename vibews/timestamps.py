@@ -7,6 +7,7 @@ without pulling in message parsing.
 from __future__ import annotations
 
 import calendar
+import math
 import re
 import time
 
@@ -35,7 +36,7 @@ def parse_rfc3339(text: str) -> float | None:
         return None
     year, month, day = int(match["year"]), int(match["month"]), int(match["day"])
     hour, minute, second = int(match["hour"]), int(match["minute"]), int(match["second"])
-    if not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(year, month)[1]:
+    if not 1 <= month <= 12 or not 1 <= day <= _days_in_month(year, month):
         return None
     if hour > 23 or minute > 59 or second > 60:
         return None
@@ -48,13 +49,30 @@ def parse_rfc3339(text: str) -> float | None:
         if match["sign"] == "-":
             offset = -offset
     fraction = float(match["frac"]) if match["frac"] else 0.0
-    base = calendar.timegm((year, month, day, hour, minute, 0, 0, 0, 0))
+    base = (_days_from_civil(year, month, day) * 24 + hour) * 3600 + minute * 60
     return base + second + fraction - offset
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if calendar.isleap(year) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _days_from_civil(year: int, month: int, day: int) -> int:
+    """Days since 1970-01-01 in the proleptic Gregorian calendar, for any year RFC 3339 can
+    write (0000 included, which the datetime and calendar modules refuse)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
 
 
 def format_rfc3339(posix_time: float) -> str:
     """UTC, millisecond precision, ``Z`` suffix: the form the server stamps on what it stores."""
-    whole = int(posix_time)
+    whole = math.floor(posix_time)
     millis = round((posix_time - whole) * 1000)
     if millis == 1000:
         whole, millis = whole + 1, 0

@@ -319,3 +319,22 @@ async def test_connections_are_independent(server: RunningServer) -> None:
     await victim.wait_closed()
     reply = await bystander.request({"type": "agent_status", "id": "s", "payload": {"state": "s"}})
     assert reply["type"] == "ack"
+
+
+@pytest_twisted.ensureDeferred
+async def test_invalid_utf8_in_a_text_frame_closes_with_1007(server: RunningServer) -> None:
+    """A text frame that is not valid UTF-8 closes the connection with 1007."""
+    agent = await server.agent()
+    agent.send_raw(b'{"type":"agent_status","payload":{"state":"\xff\xfe"}}')
+    code, _ = await agent.wait_closed()
+    assert code == 1007
+
+
+@pytest_twisted.ensureDeferred
+async def test_number_out_of_range_is_refused_not_stored(server: RunningServer) -> None:
+    """A number that overflows to infinity is refused as invalid_json (it could not be relayed)."""
+    agent = await server.agent()
+    error = await _refused(agent, b'{"type":"agent_status","id":"n","payload":{"state":"s","n":1e400}}')
+    assert error["payload"]["code"] == "invalid_json"
+    ok = await agent.request({"type": "agent_status", "id": "n", "payload": {"state": "s"}})
+    assert ok["type"] == "ack" and "duplicate" not in ok

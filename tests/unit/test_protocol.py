@@ -358,12 +358,6 @@ def test_timestamp_is_optional() -> None:
     assert data(wire(status())).timestamp is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: timestamp year 0000 (valid RFC 3339 grammar) makes decode raise ValueError "
-    "from calendar.timegm instead of accepting it or refusing it with invalid_message",
-)
 def test_year_zero_timestamp_is_accepted_or_refused_cleanly() -> None:
     """A year-0000 timestamp is either accepted or refused with invalid_message, never a crash."""
     frame = wire(
@@ -551,10 +545,14 @@ def test_task_update_bad_progress_is_invalid_message(progress: Any) -> None:
 
 
 @pytest.mark.parametrize("literal", [b"1e400", b"-1e400"])
-def test_task_update_overflowing_progress_is_invalid_message(literal: bytes) -> None:
-    """A number too large for a double (parsed as infinity) is no valid progress."""
+def test_task_update_overflowing_progress_is_refused(literal: bytes) -> None:
+    """A number too large for a double is no valid progress: refused as out of range
+    (invalid_json) or as a bad field (invalid_message naming payload.progress)."""
     frame = b'{"type":"task_update","id":"m1","payload":{"task_id":"t","status":"s","progress":'
-    assert_invalid(frame + literal + b"}}", "payload.progress")
+    refusal = refused(frame + literal + b"}}")
+    assert refusal.code in (INVALID_JSON, INVALID_MESSAGE)
+    if refusal.code == INVALID_MESSAGE:
+        assert "payload.progress" in refusal.message
 
 
 # --- question --------------------------------------------------------------------------------
@@ -642,12 +640,6 @@ def test_answer_other_action_is_invalid_message(action: Any) -> None:
     assert_invalid(answer(action=action, text="x"), "payload.action")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: an unhashable 'action' (list/object) makes validate raise TypeError "
-    "(`action not in ANSWER_ACTIONS` on a frozenset) instead of invalid_message",
-)
 @pytest.mark.parametrize("action", [[], ["accept"], {}, {"accept": True}], ids=repr)
 def test_answer_container_action_is_invalid_message(action: Any) -> None:
     """A list or object ``action`` is invalid_message naming payload.action, never a crash."""
@@ -842,15 +834,9 @@ def test_refusal_to_error_frame() -> None:
     assert "payload.state" in frame["payload"]["message"]
 
 
-# --- bugs: accepted messages the server cannot relay, and slow parsing -------------------
+# --- regressions: accepted messages the server cannot relay, and slow parsing -------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: 1e400 in a payload is parsed to float('inf') and accepted, but encode "
-    "(allow_nan=False) then raises ValueError when the message is relayed",
-)
 @pytest.mark.parametrize("literal", [b"1e400", b"-1e400", b"[1e999]"])
 def test_accepted_payload_can_be_relayed(literal: bytes) -> None:
     """A message validate accepts can be encoded for relay (or is refused up front)."""
@@ -863,17 +849,20 @@ def test_accepted_payload_can_be_relayed(literal: bytes) -> None:
     encode(relayed(message.type, "m1", "2026-11-25T10:00:00Z", "claude", 1, message.payload))
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the nesting-depth regex rescans to the end of the text from every '\"' of an "
-    "unterminated string, so parsing is quadratic: a 24 KB frame takes seconds (64 KB: ~25 s)",
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"[" * 65 + b'"' + b'\\"' * 32_000,
+        b"{" * 65 + b'"' * 65_000,
+        b"[" * 65 + b'"\\' * 21_000,
+    ],
+    ids=["escaped-quotes", "quotes", "quote-backslash"],
 )
-def test_parsing_a_frame_under_the_size_limit_is_fast() -> None:
-    """A frame well under the 64 KiB limit is decoded (here: refused) in well under a second."""
-    frame = b"[" * 65 + b'"' + b'\\"' * 12_000
+def test_parsing_a_frame_of_the_size_limit_is_fast(frame: bytes) -> None:
+    """A 64 KiB frame full of unterminated strings is decoded (here: refused) in well under a
+    second: the nesting check must not rescan the text from every quote (it once took ~25 s)."""
     started = time.perf_counter()
     refusal = refused(frame)
     elapsed = time.perf_counter() - started
     assert refusal.code in (INVALID_JSON, INVALID_MESSAGE)
-    assert elapsed < 0.5, f"took {elapsed:.1f} s"
+    assert elapsed < 1.0, f"took {elapsed:.1f} s"

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from vibews.timestamps import format_rfc3339, is_rfc3339, parse_rfc3339
 
@@ -124,15 +126,20 @@ def test_invalid_rfc3339(text: str) -> None:
     assert parse_rfc3339(text) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ValueError,
-    reason="BUG: year 0000 matches the grammar but parse_rfc3339/is_rfc3339 raise ValueError "
-    "(calendar.timegm: year 0 is out of range) instead of returning a value or None/False",
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("0000-01-01T00:00:00Z", -62_167_219_200.0),
+        ("0000-02-29T00:00:00Z", -62_167_219_200.0 + 59 * 86_400),
+        ("0000-12-31T23:59:59Z", -62_135_596_801.0),
+    ],
 )
-def test_year_zero_does_not_raise() -> None:
-    """is_rfc3339 answers a bool for every string, year 0000 included."""
-    assert is_rfc3339("0000-01-01T00:00:00Z") in (True, False)
+def test_year_zero_does_not_raise(text: str, expected: float) -> None:
+    """Year 0000 fits the grammar: it is accepted with its proleptic Gregorian value (0 is a leap
+    year) or refused, but is_rfc3339 and parse_rfc3339 never raise (they once raised ValueError)."""
+    value = parse_rfc3339(text)
+    assert is_rfc3339(text) is (value is not None)
+    assert value is None or value == expected
 
 
 # --- values and offset arithmetic ------------------------------------------------------------
@@ -160,6 +167,24 @@ def test_known_values() -> None:
     assert parse_rfc3339("2024-02-29T12:00:00Z") == posix(2024, 2, 29, 12)
     value = parse_rfc3339("1985-04-12T23:20:50.52Z")
     assert value == pytest.approx(posix(1985, 4, 12, 23, 20, 50) + 0.52)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.datetimes(timezones=st.just(UTC)),
+    st.integers(min_value=-23 * 60 - 59, max_value=23 * 60 + 59),
+    st.sampled_from(["T", "t"]),
+)
+def test_parse_agrees_with_datetime(moment: datetime, offset_minutes: int, separator: str) -> None:
+    """For any instant in years 1-9999, written at any offset, parse gives datetime's POSIX time."""
+    sign = "-" if offset_minutes < 0 else "+"
+    hours, minutes = divmod(abs(offset_minutes), 60)
+    local = moment.replace(tzinfo=None) + timedelta(minutes=offset_minutes)
+    if not 1 <= local.year <= 9999:
+        return
+    text = local.strftime(f"%Y-%m-%d{separator}%H:%M:%S") + f".{local.microsecond:06d}"
+    text = text.rjust(len(text) + 4 - len(str(local.year)), "0") + f"{sign}{hours:02d}:{minutes:02d}"
+    assert parse_rfc3339(text) == pytest.approx(moment.timestamp(), abs=1e-5)
 
 
 def test_leap_second_counts_as_next_second() -> None:
@@ -221,14 +246,10 @@ def test_format_then_parse_is_within_half_a_millisecond(posix_time: float) -> No
     assert abs(value - posix_time) <= 0.0005 + 1e-6
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: for times before 1970 with a fraction, format_rfc3339 writes a negative "
-    "millisecond field, e.g. -0.5 -> '1970-01-01T00:00:00.-500Z' (not RFC 3339)",
-)
 @pytest.mark.parametrize("posix_time", [-0.5, -1.25, -86_400.001])
 def test_format_before_1970(posix_time: float) -> None:
-    """Times before the epoch are formatted in the same valid form."""
+    """Times before the epoch are formatted in the same valid form (fractions once came out as
+    a negative millisecond field: -0.5 -> '1970-01-01T00:00:00.-500Z')."""
     text = format_rfc3339(posix_time)
     assert FORMAT.fullmatch(text), text
     assert parse_rfc3339(text) == pytest.approx(posix_time, abs=0.0005)

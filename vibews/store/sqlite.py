@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
@@ -187,10 +188,12 @@ class SQLiteStore:
         clock: IReactorTime,
         durability: Durability = "full",
         history: int = 100_000,
+        on_commit: Callable[[float, int], None] | None = None,
     ) -> None:
         self._path = Path(path)
         self._clock = clock
         self._history = history
+        self._on_commit = on_commit
         self._lock_fd = self._take_lock(self._path)
         self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode = WAL")
@@ -247,6 +250,7 @@ class SQLiteStore:
         if not batch:
             return
         head_before = self._head
+        started = time.perf_counter()
         outcomes: list[tuple[Deferred[Any], Any]] = []
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -262,6 +266,8 @@ class SQLiteStore:
                 done.errback(failure)
             return
         self._problem = None
+        if self._on_commit is not None:
+            self._on_commit(time.perf_counter() - started, len(batch))
         for done, outcome in outcomes:
             if isinstance(outcome, Failure):
                 done.errback(outcome)
