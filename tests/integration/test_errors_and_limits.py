@@ -334,7 +334,9 @@ async def test_invalid_utf8_in_a_text_frame_closes_with_1007(server: RunningServ
 async def test_number_out_of_range_is_refused_not_stored(server: RunningServer) -> None:
     """A number that overflows to infinity is refused as invalid_json (it could not be relayed)."""
     agent = await server.agent()
-    error = await _refused(agent, b'{"type":"agent_status","id":"n","payload":{"state":"s","n":1e400}}')
+    error = await _refused(
+        agent, b'{"type":"agent_status","id":"n","payload":{"state":"s","n":1e400}}'
+    )
     assert error["payload"]["code"] == "invalid_json"
     ok = await agent.request({"type": "agent_status", "id": "n", "payload": {"state": "s"}})
     assert ok["type"] == "ack" and "duplicate" not in ok

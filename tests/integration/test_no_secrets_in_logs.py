@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.logger import formatEvent, globalLogPublisher
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from zope.interface import implementer
 
 from vibews.testing import RunningServer, connect, handshake_status, raw_exchange
 
@@ -16,6 +17,7 @@ from vibews.testing import RunningServer, connect, handshake_status, raw_exchang
 def captured_log() -> Iterator[list[str]]:
     lines: list[str] = []
 
+    @implementer(ILogObserver)
     def observe(event: dict[str, Any]) -> None:
         lines.append(formatEvent(event) + " " + repr(event))
 
