@@ -21,7 +21,7 @@ from urllib.parse import urlencode
 
 import attrs
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
-from twisted.internet import endpoints
+from twisted.internet import endpoints, ssl
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
@@ -166,6 +166,8 @@ async def connect(
     headers: dict[str, str] | None = None,
     query: dict[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
+    tls_ca: bytes | None = None,
+    host: str = "127.0.0.1",
 ) -> QueueClientProtocol:
     """Open a WebSocket to a local vibews with ``token`` sent ``via`` header, subprotocol or query.
 
@@ -186,7 +188,7 @@ async def connect(
             params["token"] = token
         else:
             raise ValueError(f"unknown token source {via!r}")
-    url = f"ws://127.0.0.1:{port}{path}"
+    url = f"{'wss' if tls_ca else 'ws'}://{host}:{port}{path}"
     if params:
         url += "?" + urlencode(params)
     factory = WebSocketClientFactory(url, headers=headers, protocols=offered or None)
@@ -194,8 +196,12 @@ async def connect(
     factory.setProtocolOptions(
         autoPingInterval=None, maxMessagePayloadSize=0, maxFramePayloadSize=0
     )
-    endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
-    client: QueueClientProtocol = await endpoint.connect(factory)  # type: ignore[assignment]
+    endpoint: Any = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
+    if tls_ca is not None:
+        # Certificate verification on, against the given CA, for the name in the URL.
+        tls = ssl.optionsForClientTLS(host, trustRoot=ssl.Certificate.loadPEM(tls_ca))
+        endpoint = endpoints.wrapClientTLS(tls, endpoint)
+    client: QueueClientProtocol = await endpoint.connect(factory)
     opened = client.opened
     opened.addTimeout(timeout, reactor)
     await opened
@@ -320,12 +326,16 @@ def _read_initial_tokens(path: Path) -> dict[str, str]:
     return secrets
 
 
-async def start_server(data: Path | None = None, **options: Any) -> RunningServer:
+async def start_server(
+    data: Path | None = None,
+    endpoint: str = "tcp:0:interface=127.0.0.1",
+    **options: Any,
+) -> RunningServer:
     """Start vibews in this process on a free loopback port (the reactor must be running)."""
     from twisted.internet import reactor
 
     data = data or Path(tempfile.mkdtemp(prefix="vibews-test-"))
-    config = Config(endpoints=("tcp:0:interface=127.0.0.1",), data=str(data), **options)
+    config = Config(endpoints=(endpoint,), data=str(data), **options)
     service = build_service(config, reactor)
     service.privilegedStartService()
     service.startService()
@@ -384,7 +394,7 @@ class _Watcher(ProcessProtocol):
 class TwistdProcess:
     """One running ``twistd -n vibews ...``; ``port`` is known once ``started`` fired."""
 
-    def __init__(self, args: Sequence[str], cwd: Path) -> None:
+    def __init__(self, args: Sequence[str], cwd: Path, terminal: bool = False) -> None:
         self.args = [twistd(), "--pidfile=", "-n", "vibews", *args]
         self.cwd = cwd
         self._watcher = _Watcher()
@@ -394,7 +404,7 @@ class TwistdProcess:
         from twisted.internet import reactor
 
         self._process = reactor.spawnProcess(
-            self._watcher, self.args[0], self.args, env=env, path=str(cwd)
+            self._watcher, self.args[0], self.args, env=env, path=str(cwd), usePTY=terminal
         )
 
     @property

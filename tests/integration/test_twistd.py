@@ -9,8 +9,16 @@ import stat
 from pathlib import Path
 
 import pytest_twisted
+from twisted.internet.defer import Deferred
 
-from vibews.testing import TwistdProcess, connect, free_port, handshake_status
+from vibews.testing import (
+    TwistdProcess,
+    connect,
+    free_port,
+    handshake_status,
+    raw_exchange,
+    upgrade_request,
+)
 from vibews.tokens import add_token
 
 README = Path(__file__).resolve().parents[2] / "README.rst"
@@ -174,3 +182,50 @@ async def test_malformed_tokens_file_refuses_to_start(tmp_path: Path) -> None:
     assert code not in (0, None)
     assert ":2:" in process.output
     assert "Traceback" not in process.output
+
+
+@pytest_twisted.ensureDeferred
+async def test_first_start_on_a_terminal_prints_the_dashboard_url_once(tmp_path: Path) -> None:
+    """When standard output is a terminal, the first start prints the dashboard URL with
+    #token=<dashboard secret> there once; a second start prints no secret."""
+    process = TwistdProcess(["--port", "0"], tmp_path, terminal=True)
+    try:
+        await process.started()
+        secrets = _secrets(tmp_path / "vibews-data")
+        assert process.output.count(f"#token={secrets['dashboard']}") == 1
+        assert secrets["agent"] not in process.output
+    finally:
+        await process.kill()
+    again = TwistdProcess(["--port", "0"], tmp_path, terminal=True)
+    try:
+        await again.started()
+        assert "#token=" not in again.output
+    finally:
+        await again.kill()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigterm_drops_a_client_that_ignores_the_close_and_exits_zero(
+    tmp_path: Path,
+) -> None:
+    """A client that never answers the 1001 close frame is dropped after the grace period; the
+    process still exits 0."""
+    data = tmp_path / "data"
+    process = TwistdProcess(["--port", "0", "--data", str(data), "--presence-grace", "0"], tmp_path)
+    try:
+        port = await process.started()
+        secrets = _secrets(data)
+        dashboard = await connect(port, secrets["dashboard"])
+        await dashboard.next_message()
+        request = upgrade_request(headers={"Authorization": f"Bearer {secrets['agent']}"})
+        stuck = Deferred.fromCoroutine(raw_exchange(port, request, timeout=30))
+        presence = await dashboard.next_message()
+        assert presence["type"] == "presence" and presence["payload"]["online"] is True
+        process.signal(signal.SIGTERM)
+        received = await stuck
+        assert received.startswith(b"HTTP/1.1 101 ")
+        # The close frame it was sent and never answered: opcode 8, code 1001, the reason.
+        assert b"\x88\x16\x03\xe9server shutting down" in received
+        assert await process.ended() == 0
+    finally:
+        await process.kill()
