@@ -36,9 +36,8 @@ def _secrets(data: Path) -> dict[str, str]:
 def _readme_start_command() -> list[str]:
     """The server command exactly as README.rst shows it (the line that runs ``twistd -n vibews``)."""
     for line in README.read_text().splitlines():
-        command = line.strip().removeprefix("$ ")
-        if command.startswith("twistd -n vibews"):
-            return shlex.split(command)
+        if "twistd -n vibews" in line:
+            return shlex.split(line[line.index("twistd -n vibews") :])
     raise AssertionError("README.rst shows no 'twistd -n vibews' command")
 
 
@@ -229,3 +228,35 @@ async def test_sigterm_drops_a_client_that_ignores_the_close_and_exits_zero(
         assert await process.ended() == 0
     finally:
         await process.kill()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bad_configuration_refuses_to_start_with_a_clear_message(tmp_path: Path) -> None:
+    """Each configuration error stops the start with one readable line and no traceback."""
+    cases = [
+        (["--port", "99999"], "65535"),
+        (["--durability", "sometimes"], "'full' or 'process'"),
+        (["--redis", "redis://127.0.0.1:6379/0"], "--redis"),
+        (["--endpoint", "nonsense:1"], "bad endpoint"),
+        (["--allow-origin", "not an origin"], "--allow-origin"),
+        (["--data", "/proc/vibews-cannot-be-here"], "cannot create data directory"),
+    ]
+    for args, expected in cases:
+        process = TwistdProcess(["--port", "0", *args], tmp_path)
+        code = await process.ended()
+        assert code not in (0, None), args
+        assert expected in process.output, (args, process.output)
+        assert "Traceback" not in process.output, args
+
+
+@pytest_twisted.ensureDeferred
+async def test_second_server_on_the_same_data_directory_is_refused(tmp_path: Path) -> None:
+    """Two servers on one store would hand out the same seq: the second refuses to start."""
+    first = TwistdProcess(["--port", "0", "--data", str(tmp_path / "d")], tmp_path)
+    try:
+        await first.started()
+        second = TwistdProcess(["--port", "0", "--data", str(tmp_path / "d")], tmp_path)
+        assert await second.ended() not in (0, None)
+        assert "in use by another vibews process" in second.output
+    finally:
+        await first.kill()
