@@ -313,7 +313,11 @@ class Hub:
 
     def _store_presence(self, name: str, online: bool, last_seen: str | None = None) -> None:
         work = handlers.presence_work(name, online, last_seen or self.now())
-        d = self.store.transact(work)
+        try:
+            d = self.store.transact(work)
+        except StoreUnavailable:
+            self.log.warn("presence of {agent} not stored: the store is closed", agent=name)
+            return
         d.addCallbacks(self.deliver, self._log_failure, errbackArgs=("presence",))
 
     def revalidate(self, lookup: Callable[[str], Identity | None]) -> None:
@@ -429,7 +433,11 @@ class Hub:
         if not acked:
             return
         session.delivered -= acked
-        d = self.store.transact(handlers.clear_pending_work(session.identity.name, acked))
+        try:
+            d = self.store.transact(handlers.clear_pending_work(session.identity.name, acked))
+        except StoreUnavailable:
+            session.delivered |= acked  # still pending; a later ack may clear them
+            return
         d.addErrback(self._restore_delivered, session, acked)
 
     def _restore_delivered(self, failure: Failure, session: Session, acked: set[int]) -> None:
