@@ -133,6 +133,21 @@ class QueueClientProtocol(WebSocketClientProtocol):
             if reply["type"] in ("ack", "error") and "id" not in message:
                 return reply
 
+    async def resume(
+        self, since: int, epoch: str | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Send ``resume`` and collect the replay: (replayed messages, the ``resumed`` frame)."""
+        payload: dict[str, Any] = {"since": since}
+        if epoch is not None:
+            payload["epoch"] = epoch
+        self.send_json({"type": "resume", "payload": payload})
+        replayed: list[dict[str, Any]] = []
+        while True:
+            message = await self.next_message(timeout)
+            if message["type"] == "resumed":
+                return replayed, message
+            replayed.append(message)
+
     def wait_closed(
         self, timeout: float = DEFAULT_TIMEOUT
     ) -> Deferred[tuple[int | None, str | None]]:

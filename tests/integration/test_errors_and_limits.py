@@ -243,15 +243,9 @@ async def test_slow_reader_closes_with_1013_and_others_keep_receiving(tmp_path: 
                 seqs.append(message["seq"])
         assert seqs[-1] == last_seq
         back = await server.dashboard()
-        back.send_json({"type": "resume", "payload": {"since": 0}})
-        resumed_seqs = []
-        while True:
-            message = await back.next_message()
-            if message["type"] == "resumed":
-                break
-            resumed_seqs.append(message["seq"])
-        assert resumed_seqs == list(range(1, last_seq + 1))
-        assert message["payload"]["complete"] is True
+        replayed, resumed = await back.resume(0)
+        assert [m["seq"] for m in replayed] == list(range(1, last_seq + 1))
+        assert resumed["payload"]["complete"] is True
     finally:
         await server.stop()
 

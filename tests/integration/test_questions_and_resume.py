@@ -170,15 +170,10 @@ async def test_resume_older_than_history_is_incomplete(tmp_path: object) -> None
             agent.send_json({"type": "agent_status", "id": str(i), "payload": {"state": "s"}})
         await agent.request({"type": "agent_status", "id": "end", "payload": {"state": "s"}})
         dashboard = await server.dashboard()
-        dashboard.send_json({"type": "resume", "payload": {"since": 0}})
-        seqs = []
-        while True:
-            message = await dashboard.next_message()
-            if message["type"] == "resumed":
-                break
-            seqs.append(message["seq"])
-        assert message["payload"]["complete"] is False
-        assert seqs == sorted(seqs) and seqs[-1] == message["payload"]["seq"]
+        replayed, resumed = await dashboard.resume(0)
+        seqs = [m["seq"] for m in replayed]
+        assert resumed["payload"]["complete"] is False
+        assert seqs == sorted(seqs) and seqs[-1] == resumed["payload"]["seq"]
         assert 10 <= len(seqs) < 200
     finally:
         await server.stop()

@@ -112,13 +112,7 @@ async def test_sigkill_right_after_acks_loses_nothing(tmp_path: Path) -> None:
         snapshot = welcome["payload"]["snapshot"]
         assert snapshot["agents"]["agent"]["status"] == {"state": "state-299"}
         assert [q["id"] for q in snapshot["questions"]] == ["q"]
-        dashboard.send_json({"type": "resume", "payload": {"since": 0}})
-        replayed = []
-        while True:
-            message = await dashboard.next_message()
-            if message["type"] == "resumed":
-                break
-            replayed.append(message)
+        replayed, resumed = await dashboard.resume(0)
         seqs = [m["seq"] for m in replayed]
         assert seqs == list(range(1, len(seqs) + 1)), "seq has a gap"
         by_id = {m.get("id"): m["seq"] for m in replayed if "id" in m}
@@ -126,7 +120,7 @@ async def test_sigkill_right_after_acks_loses_nothing(tmp_path: Path) -> None:
             assert by_id[message_id] == seq
         # The process died with the agent online: the restart stores it offline.
         assert replayed[-1]["type"] == "presence" and replayed[-1]["payload"]["online"] is False
-        assert message["payload"]["complete"] is True
+        assert resumed["payload"]["complete"] is True
     finally:
         restarted.signal(signal.SIGTERM)
         await restarted.ended()
