@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from vibews import __version__, handlers, protocol
+from vibews import __version__, handlers, lifecycle, protocol
 from vibews.protocol import Ack, DataMessage, Refusal, Resume
 from vibews.ratelimit import RefusalWindow, TokenBucket
 from vibews.store import IStore, Snapshot, StoredMessage, StoreUnavailable
@@ -93,6 +93,7 @@ class HubSettings:
     presence_grace: float = 5.0
     heartbeat: float = 20.0
     shutdown_grace: float = 5.0
+    claim_ttl: float = 60.0
 
 
 class Session:
@@ -113,6 +114,8 @@ class Session:
         self.delivered: set[int] = set()
         # False while a resume replays history: the replay reads live messages from the store.
         self.live = True
+        # Questions this connection claimed: the claims lapse when it closes.
+        self.claims: set[str] = set()
         self._replay_generation = 0
         self.open = True
         self.closed_deferred: Deferred[None] = Deferred()
@@ -204,6 +207,8 @@ class Hub:
         self._dashboards: set[Session] = set()
         self._agents: dict[str, set[Session]] = {}
         self._leaving: dict[str, IDelayedCall] = {}
+        self._deadlines: dict[str, IDelayedCall] = {}
+        self._claims: dict[str, tuple[str, IDelayedCall]] = {}  # question -> (connection, lapse)
         self._accepting = True
 
     def now(self) -> str:
@@ -212,10 +217,17 @@ class Hub:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> Deferred[Any]:
-        """Store agents that a dead process left online as offline (contract section 6)."""
-        d = self.store.transact(handlers.leftover_presence_work(self.now()))
+        """Catch up with what happened while no server ran: agents left online go offline (contract
+        section 6), claims lapse, overdue questions expire; then arm the remaining deadlines."""
+        now = self.clock.seconds()
+        d = self.store.transact(handlers.restart_work(now, format_rfc3339(now)))
         d.addCallback(self._deliver_all)
+        d.addCallback(lambda _: self._arm_stored_deadlines())
         return d
+
+    def _arm_stored_deadlines(self) -> None:
+        for question_id, deadline in self.store.deadlines():
+            self._arm_deadline(question_id, deadline)
 
     def _deliver_all(self, messages: list[StoredMessage]) -> None:
         for message in messages:
@@ -224,9 +236,14 @@ class Hub:
     def shutdown(self) -> Deferred[Any]:
         """Close every connection with 1001; drop those still open after the grace period."""
         self._accepting = False
-        for timer in self._leaving.values():
-            timer.cancel()
+        timers = [*self._leaving.values(), *self._deadlines.values()]
+        timers += [lapse for _, lapse in self._claims.values()]
+        for timer in timers:
+            if timer.active():
+                timer.cancel()
         self._leaving.clear()
+        self._deadlines.clear()
+        self._claims.clear()
         sessions = list(self.sessions.values())
         for session in sessions:
             session.peer.close(CLOSE_GOING_AWAY, "server shutting down")
@@ -286,6 +303,10 @@ class Hub:
     def unregister(self, session: Session) -> None:
         if self.sessions.pop(session.connection_id, None) is not None:
             self.observer.connection_closed(session.identity.role)
+        for question_id in session.claims:
+            held = self._claims.get(question_id)
+            if held is not None and held[0] == session.connection_id and self._accepting:
+                self._lapse_claim(question_id, session.connection_id)
         self.log.info(
             "{name} disconnected ({connection})",
             name=session.identity.name,
@@ -361,11 +382,15 @@ class Hub:
     # -- messages -----------------------------------------------------------------------------
 
     def submit(self, session: Session, message: DataMessage) -> None:
+        now = self.clock.seconds()
         incoming = handlers.Incoming(
             sender=session.identity,
             message=message,
             message_id=message.id or f"srv-{uuid.uuid4()}",
-            timestamp=message.timestamp or self.now(),
+            timestamp=message.timestamp or format_rfc3339(now),
+            now=now,
+            connection_id=session.connection_id,
+            claim_ttl=self.settings.claim_ttl,
         )
         try:
             d = self.store.transact(handlers.data_work(incoming))
@@ -375,7 +400,7 @@ class Hub:
         d.addCallbacks(
             self._stored,
             self._refused,
-            callbackArgs=(session, self.clock.seconds()),
+            callbackArgs=(session, now),
             errbackArgs=(session, incoming),
         )
 
@@ -384,6 +409,59 @@ class Hub:
         self.observer.acked(self.clock.seconds() - received)
         for message in accepted.deliveries:
             self.deliver(message)
+        if accepted.closed is not None:
+            self._forget_question(accepted.closed)
+        if accepted.opened is not None:
+            self._arm_deadline(*accepted.opened)
+        if accepted.claimed is not None:
+            question_id, until = accepted.claimed
+            self._hold_claim(session, question_id, until)
+
+    # -- question timers ----------------------------------------------------------------------
+
+    def _arm_deadline(self, question_id: str, deadline: float) -> None:
+        delay = max(0.0, deadline - self.clock.seconds())
+        self._deadlines[question_id] = self.clock.callLater(delay, self._expire, question_id)
+
+    def _expire(self, question_id: str) -> None:
+        self._deadlines.pop(question_id, None)
+        self._run_server_work(lifecycle.expire_work(question_id, self.clock.seconds()), "expiry")
+
+    def _hold_claim(self, session: Session, question_id: str, until: float) -> None:
+        """A newer claim replaces the old one (the store already did): only its timer counts."""
+        previous = self._claims.pop(question_id, None)
+        if previous is not None and previous[1].active():
+            previous[1].cancel()
+        delay = max(0.0, until - self.clock.seconds())
+        timer = self.clock.callLater(delay, self._lapse_claim, question_id, session.connection_id)
+        self._claims[question_id] = (session.connection_id, timer)
+        session.claims.add(question_id)
+
+    def _lapse_claim(self, question_id: str, connection_id: str) -> None:
+        held = self._claims.get(question_id)
+        if held is None or held[0] != connection_id:
+            return
+        del self._claims[question_id]
+        if held[1].active():
+            held[1].cancel()
+        self._run_server_work(lifecycle.lapse_claim_work(question_id, connection_id), "claim lapse")
+
+    def _forget_question(self, question_id: str) -> None:
+        """The question left ``open``: its deadline and claim timers have nothing left to do."""
+        deadline = self._deadlines.pop(question_id, None)
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+        held = self._claims.pop(question_id, None)
+        if held is not None and held[1].active():
+            held[1].cancel()
+
+    def _run_server_work(self, work: lifecycle.Work, what: str) -> None:
+        try:
+            d = self.store.transact(work)
+        except StoreUnavailable:
+            self.log.warn("{what} not stored: the store is closed", what=what)
+            return
+        d.addCallbacks(self._deliver_all, self._log_failure, errbackArgs=(what,))
 
     def _refused(self, failure: Failure, session: Session, incoming: handlers.Incoming) -> None:
         if isinstance(failure.value, Refusal):
@@ -428,17 +506,19 @@ class Hub:
         self.observer.delivered(sent)
 
     def acknowledge(self, session: Session, seq: int) -> None:
-        """An agent's ``ack`` clears the answers up to ``seq`` that this connection was sent."""
+        """An agent's ``ack`` clears the answers up to ``seq`` that this connection was sent; the
+        first ack of each answer sends every dashboard a ``receipt``."""
         acked = {s for s in session.delivered if s <= seq}
         if not acked:
             return
         session.delivered -= acked
+        work = lifecycle.delivered_work(session.identity.name, acked, self.clock.seconds())
         try:
-            d = self.store.transact(handlers.clear_pending_work(session.identity.name, acked))
+            d = self.store.transact(work)
         except StoreUnavailable:
             session.delivered |= acked  # still pending; a later ack may clear them
             return
-        d.addErrback(self._restore_delivered, session, acked)
+        d.addCallbacks(self._deliver_all, self._restore_delivered, errbackArgs=(session, acked))
 
     def _restore_delivered(self, failure: Failure, session: Session, acked: set[int]) -> None:
         """The clear was not stored: the answers stay pending, so a later ack may clear them."""

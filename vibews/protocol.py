@@ -16,6 +16,7 @@ from typing import Any, Final
 
 import attrs
 
+from vibews.schema import SchemaRefused, check_schema
 from vibews.timestamps import is_rfc3339
 
 PROTOCOL_VERSION: Final = 1
@@ -35,8 +36,10 @@ UNAVAILABLE: Final = "unavailable"
 INTERNAL_ERROR: Final = "internal_error"
 
 DATA_TYPES: Final = frozenset({"agent_status", "task_update", "question", "answer"})
+# Stored and acked like data, but not relayed themselves: they cause question_closed / claimed.
+QUESTION_CONTROL_TYPES: Final = frozenset({"withdraw", "claim"})
 CONTROL_TYPES: Final = frozenset({"ack", "resume"})
-CLIENT_TYPES: Final = DATA_TYPES | CONTROL_TYPES
+CLIENT_TYPES: Final = DATA_TYPES | QUESTION_CONTROL_TYPES | CONTROL_TYPES
 SERVER_ONLY_TYPES: Final = frozenset(
     {
         "welcome",
@@ -49,6 +52,7 @@ SERVER_ONLY_TYPES: Final = frozenset(
     }
 )
 ANSWER_ACTIONS: Final = frozenset({"accept", "decline", "cancel"})
+URGENCIES: Final = frozenset({"low", "normal", "high"})
 
 # The envelope fields the server keeps; anything else at the top level is dropped, not relayed.
 ENVELOPE_FIELDS: Final = ("type", "id", "timestamp", "payload")
@@ -258,28 +262,48 @@ def _check_question(envelope: Envelope, payload: Mapping[str, Any]) -> None:
         options = payload["options"]
         if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
             raise _field_error(envelope, "payload.options", "must be a list of strings")
+    if "timeout" in payload and "expires_at" in payload:
+        raise _field_error(
+            envelope, "payload.timeout", "give either timeout or expires_at, not both"
+        )
+    if "timeout" in payload:
+        timeout = payload["timeout"]
+        if not _is_number(timeout) or not timeout > 0:
+            raise _field_error(envelope, "payload.timeout", "must be a number of seconds above 0")
+    if "expires_at" in payload:
+        expires_at = payload["expires_at"]
+        if not isinstance(expires_at, str) or not is_rfc3339(expires_at):
+            raise _field_error(
+                envelope,
+                "payload.expires_at",
+                "must be an RFC 3339 date-time such as 2026-11-25T10:00:00Z",
+            )
+    if "urgency" in payload and payload["urgency"] not in URGENCIES:
+        raise _field_error(envelope, "payload.urgency", "must be 'low', 'normal' or 'high'")
+    if "schema" in payload:
+        try:
+            check_schema(payload["schema"])
+        except SchemaRefused as refused:
+            raise Refusal(INVALID_MESSAGE, str(refused), envelope.id) from None
 
 
-def _check_answer(envelope: Envelope, payload: Mapping[str, Any]) -> None:
-    question_id = payload.get("question_id")
-    if not is_valid_id(question_id):
+def _require_question_id(envelope: Envelope, payload: Mapping[str, Any]) -> None:
+    if not is_valid_id(payload.get("question_id")):
         raise _field_error(
             envelope,
             "payload.question_id",
-            f"must be the id of an open question (a string of 1 to {MAX_ID_LENGTH} characters)",
+            f"must be the id of a question (a string of 1 to {MAX_ID_LENGTH} characters)",
         )
+
+
+def _check_answer(envelope: Envelope, payload: Mapping[str, Any]) -> None:
+    """What can be checked without the question; ``value`` needs its schema (see handlers)."""
+    _require_question_id(envelope, payload)
     action = payload.get("action", "accept")
     if not isinstance(action, str) or action not in ANSWER_ACTIONS:
         raise _field_error(envelope, "payload.action", "must be 'accept', 'decline' or 'cancel'")
     if "text" in payload and not isinstance(payload["text"], str):
         raise _field_error(envelope, "payload.text", "must be a string")
-    if "value" in payload:
-        # Structured answers need the question's schema (protocol section 5); without one, refused.
-        raise _field_error(
-            envelope, "payload.value", "is only allowed for a question that has a schema"
-        )
-    if action == "accept" and "text" not in payload:
-        raise _field_error(envelope, "payload.text", "is required (a string) to accept")
 
 
 _DATA_CHECKS: Final = {
@@ -287,6 +311,8 @@ _DATA_CHECKS: Final = {
     "task_update": _check_task_update,
     "question": _check_question,
     "answer": _check_answer,
+    "withdraw": _require_question_id,
+    "claim": _require_question_id,
 }
 
 
@@ -354,6 +380,30 @@ def presence(seq: int, agent: str, online: bool, last_seen: str) -> dict[str, An
         "type": "presence",
         "seq": seq,
         "payload": {"agent": agent, "online": online, "last_seen": last_seen},
+    }
+
+
+def question_closed(seq: int, question_id: str, reason: str) -> dict[str, Any]:
+    return {
+        "type": "question_closed",
+        "seq": seq,
+        "payload": {"question_id": question_id, "reason": reason},
+    }
+
+
+def claimed(seq: int, question_id: str, by: str | None, until: str | None) -> dict[str, Any]:
+    return {
+        "type": "claimed",
+        "seq": seq,
+        "payload": {"question_id": question_id, "by": by, "until": until},
+    }
+
+
+def receipt(seq: int, question_id: str, delivered_at: str) -> dict[str, Any]:
+    return {
+        "type": "receipt",
+        "seq": seq,
+        "payload": {"question_id": question_id, "delivered_at": delivered_at},
     }
 
 

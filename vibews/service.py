@@ -172,6 +172,7 @@ def build_service(config: Config, reactor: Any) -> VibewsService:
         max_refused=config.max_refused,
         presence_grace=config.presence_grace,
         heartbeat=config.ping_interval,
+        claim_ttl=config.claim_ttl,
     )
     holder: dict[str, TokenWatcher] = {}
     metrics.track_head(store.head)

@@ -181,7 +181,8 @@ async def test_resume_older_than_history_is_incomplete(tmp_path: object) -> None
 
 @pytest_twisted.ensureDeferred
 async def test_agent_resume_replays_only_its_answers(server: RunningServer) -> None:
-    """An agent's resume replays the answers to its questions, nothing else."""
+    """An agent's resume replays the answers to its questions and their question_closed, nothing
+    else (not its own statuses)."""
     dashboard = await server.dashboard()
     agent = await server.agent()
     asked = await agent.request({"type": "question", "id": "q1", "payload": {"text": "?"}})
@@ -189,9 +190,10 @@ async def test_agent_resume_replays_only_its_answers(server: RunningServer) -> N
     answer = await dashboard.request(
         {"type": "answer", "id": "a1", "payload": {"question_id": "q1", "text": "ok"}}
     )
-    await agent.next_of("answer")
-    agent.send_json({"type": "resume", "payload": {"since": asked["seq"] - 1}})
-    replayed = await agent.next_message()
-    assert replayed["type"] == "answer" and replayed["seq"] == answer["seq"]
-    resumed = await agent.next_message()
-    assert resumed["type"] == "resumed" and resumed["payload"]["complete"] is True
+    await agent.next_of("question_closed")
+    replayed, resumed = await agent.resume(asked["seq"] - 1)
+    assert [(m["type"], m["seq"]) for m in replayed] == [
+        ("answer", answer["seq"]),
+        ("question_closed", answer["seq"] + 1),
+    ]
+    assert resumed["payload"]["complete"] is True

@@ -157,7 +157,7 @@ def test_duplicates_and_questions_are_seen_inside_the_same_batch(store: Any, clo
 
     def ask(txn: IStoreTransaction) -> None:
         stored = txn.append("question", "a", "q1", None, lambda seq: {"seq": seq})
-        txn.add_question("q1", "a", stored.seq, {"seq": stored.seq})
+        txn.add_question("q1", "a", stored.seq, {"seq": stored.seq}, None, None)
 
     def look(txn: IStoreTransaction) -> None:
         seen.append(txn.find_duplicate("a", "q1"))

@@ -37,11 +37,25 @@ class StoredMessage:
 
 
 @attrs.frozen
+class Claim:
+    by: str
+    until: float  # POSIX time
+    connection: str
+
+
+@attrs.frozen
 class QuestionRecord:
+    """A question's place in its lifecycle: ``open`` → ``answered`` | ``expired`` | ``withdrawn``."""
+
     id: str
     agent: str
-    state: str  # open, answered (expired, withdrawn: protocol section 5)
+    state: str
     seq: int
+    deadline: float | None = None  # POSIX time it expires at, if it has one
+    schema: Mapping[str, Any] | None = None
+    answer_seq: int | None = None
+    claim: Claim | None = None
+    delivered: bool = False
 
 
 @attrs.frozen
@@ -92,17 +106,40 @@ class IStoreTransaction(Interface):
     def get_question(question_id: str) -> QuestionRecord | None:
         """The stored question with this id, open or not."""
 
-    def add_question(question_id: str, agent: str, seq: int, frame: Mapping[str, Any]) -> None:
+    def add_question(
+        question_id: str,
+        agent: str,
+        seq: int,
+        frame: Mapping[str, Any],
+        deadline: float | None,
+        schema: Mapping[str, Any] | None,
+    ) -> None:
         """Store a new open question, as relayed."""
 
-    def close_question(question_id: str, state: str, closing_seq: int) -> None:
-        """Move a question out of ``open``."""
+    def close_question(
+        question_id: str, state: str, closing_seq: int, answer_seq: int | None = None
+    ) -> None:
+        """Move a question out of ``open`` (its claim goes with it)."""
+
+    def set_claim(question_id: str, claim: Claim | None) -> None:
+        """Replace (or with None, drop) a question's claim."""
+
+    def claimed_questions() -> list[QuestionRecord]:
+        """Open questions that carry a claim."""
+
+    def overdue_questions(now: float) -> list[QuestionRecord]:
+        """Open questions whose deadline is at or before ``now``."""
+
+    def mark_delivered(answer_seq: int, delivered_at: str) -> str | None:
+        """Record that the answer ``answer_seq`` reached its agent; the question's id the first
+        time, None if it was already recorded (or is unknown)."""
 
     def add_pending(agent: str, message: StoredMessage) -> None:
         """Keep an answer for ``agent`` until one of its connections acks it."""
 
-    def clear_pending(agent: str, seqs: Collection[int]) -> None:
-        """Forget the pending answers ``seqs`` of ``agent`` (they were acked)."""
+    def clear_pending(agent: str, seqs: Collection[int]) -> list[int]:
+        """Forget the pending answers ``seqs`` of ``agent`` (they were acked); returns the seqs
+        that were still pending."""
 
 
 class IStore(Interface):
@@ -128,6 +165,9 @@ class IStore(Interface):
 
     def pending_answers(agent: str) -> list[StoredMessage]:
         """Answers for ``agent`` not yet acked by any of its connections, in ``seq`` order."""
+
+    def deadlines() -> list[tuple[str, float]]:
+        """(question id, deadline) of every open question that has one, to re-arm timers."""
 
     def read(after: int, agent: str | None, limit: int) -> list[StoredMessage]:
         """Up to ``limit`` journal entries with ``seq > after``: all of them (``agent`` None, for a

@@ -29,6 +29,7 @@ from zope.interface import implementer
 from vibews.protocol import encode
 from vibews.store import (
     AgentRecord,
+    Claim,
     IStore,
     IStoreTransaction,
     QuestionRecord,
@@ -36,11 +37,12 @@ from vibews.store import (
     StoredMessage,
     StoreUnavailable,
 )
+from vibews.timestamps import format_rfc3339
 
 T = TypeVar("T")
 Durability = Literal["full", "process"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS journal (
@@ -67,9 +69,19 @@ CREATE TABLE IF NOT EXISTS questions (
     seq INTEGER NOT NULL,
     state TEXT NOT NULL,
     closing_seq INTEGER,
-    data TEXT NOT NULL
+    data TEXT NOT NULL,
+    deadline REAL,
+    schema TEXT,
+    answer_seq INTEGER,
+    claim_by TEXT,
+    claim_until REAL,
+    claim_connection TEXT,
+    delivered_at TEXT
 );
 CREATE INDEX IF NOT EXISTS questions_open ON questions (state, seq);
+CREATE INDEX IF NOT EXISTS questions_closed ON questions (closing_seq);
+CREATE UNIQUE INDEX IF NOT EXISTS questions_answer ON questions (answer_seq)
+    WHERE answer_seq IS NOT NULL;
 CREATE TABLE IF NOT EXISTS pending (
     seq INTEGER PRIMARY KEY,
     agent TEXT NOT NULL,
@@ -80,6 +92,36 @@ CREATE INDEX IF NOT EXISTS pending_agent ON pending (agent, seq);
 """
 
 _log = Logger()
+
+_LIFECYCLE_COLUMNS = (
+    ("deadline", "REAL"),
+    ("schema", "TEXT"),
+    ("answer_seq", "INTEGER"),
+    ("claim_by", "TEXT"),
+    ("claim_until", "REAL"),
+    ("claim_connection", "TEXT"),
+    ("delivered_at", "TEXT"),
+)
+
+_QUESTION_COLUMNS = (
+    "id, agent, state, seq, deadline, schema, answer_seq, claim_by, claim_until,"
+    " claim_connection, delivered_at"
+)
+
+
+def _question(row: Any) -> QuestionRecord:
+    qid, agent, state, seq, deadline, schema, answer_seq, by, until, connection, delivered = row
+    return QuestionRecord(
+        id=qid,
+        agent=agent,
+        state=state,
+        seq=int(seq),
+        deadline=deadline,
+        schema=None if schema is None else json.loads(schema),
+        answer_seq=answer_seq,
+        claim=None if by is None else Claim(by=by, until=until, connection=connection),
+        delivered=delivered is not None,
+    )
 
 
 class StoreLocked(Exception):
@@ -146,25 +188,79 @@ class _Transaction:
 
     def get_question(self, question_id: str) -> QuestionRecord | None:
         row = self._db.execute(
-            "SELECT id, agent, state, seq FROM questions WHERE id = ?", (question_id,)
+            f"SELECT {_QUESTION_COLUMNS} FROM questions WHERE id = ?",  # noqa: S608 (constant columns)
+            (question_id,),
+        ).fetchone()
+        return None if row is None else _question(row)
+
+    def add_question(
+        self,
+        question_id: str,
+        agent: str,
+        seq: int,
+        frame: Mapping[str, Any],
+        deadline: float | None,
+        schema: Mapping[str, Any] | None,
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO questions (id, agent, seq, state, data, deadline, schema)"
+            " VALUES (?, ?, ?, 'open', ?, ?, ?)",
+            (
+                question_id,
+                agent,
+                seq,
+                encode(frame).decode(),
+                deadline,
+                None if schema is None else encode(schema).decode(),
+            ),
+        )
+
+    def close_question(
+        self, question_id: str, state: str, closing_seq: int, answer_seq: int | None = None
+    ) -> None:
+        self._db.execute(
+            "UPDATE questions SET state = ?, closing_seq = ?, answer_seq = ?, claim_by = NULL,"
+            " claim_until = NULL, claim_connection = NULL WHERE id = ?",
+            (state, closing_seq, answer_seq, question_id),
+        )
+
+    def set_claim(self, question_id: str, claim: Claim | None) -> None:
+        self._db.execute(
+            "UPDATE questions SET claim_by = ?, claim_until = ?, claim_connection = ? WHERE id = ?",
+            (
+                None if claim is None else claim.by,
+                None if claim is None else claim.until,
+                None if claim is None else claim.connection,
+                question_id,
+            ),
+        )
+
+    def claimed_questions(self) -> list[QuestionRecord]:
+        rows = self._db.execute(
+            f"SELECT {_QUESTION_COLUMNS} FROM questions"  # noqa: S608 (constant columns)
+            " WHERE state = 'open' AND claim_by IS NOT NULL ORDER BY seq"
+        )
+        return [_question(row) for row in rows]
+
+    def overdue_questions(self, now: float) -> list[QuestionRecord]:
+        rows = self._db.execute(
+            f"SELECT {_QUESTION_COLUMNS} FROM questions"  # noqa: S608 (constant columns)
+            " WHERE state = 'open' AND deadline IS NOT NULL AND deadline <= ? ORDER BY deadline",
+            (now,),
+        )
+        return [_question(row) for row in rows]
+
+    def mark_delivered(self, answer_seq: int, delivered_at: str) -> str | None:
+        row = self._db.execute(
+            "SELECT id FROM questions WHERE answer_seq = ? AND delivered_at IS NULL", (answer_seq,)
         ).fetchone()
         if row is None:
             return None
-        return QuestionRecord(id=row[0], agent=row[1], state=row[2], seq=int(row[3]))
-
-    def add_question(
-        self, question_id: str, agent: str, seq: int, frame: Mapping[str, Any]
-    ) -> None:
         self._db.execute(
-            "INSERT INTO questions (id, agent, seq, state, data) VALUES (?, ?, ?, 'open', ?)",
-            (question_id, agent, seq, encode(frame).decode()),
+            "UPDATE questions SET delivered_at = ? WHERE answer_seq = ?",
+            (delivered_at, answer_seq),
         )
-
-    def close_question(self, question_id: str, state: str, closing_seq: int) -> None:
-        self._db.execute(
-            "UPDATE questions SET state = ?, closing_seq = ? WHERE id = ?",
-            (state, closing_seq, question_id),
-        )
+        return str(row[0])
 
     def add_pending(self, agent: str, message: StoredMessage) -> None:
         self._db.execute(
@@ -172,10 +268,15 @@ class _Transaction:
             (message.seq, agent, message.type, message.data),
         )
 
-    def clear_pending(self, agent: str, seqs: Collection[int]) -> None:
-        self._db.executemany(
-            "DELETE FROM pending WHERE agent = ? AND seq = ?", [(agent, seq) for seq in seqs]
-        )
+    def clear_pending(self, agent: str, seqs: Collection[int]) -> list[int]:
+        cleared = []
+        for seq in sorted(seqs):
+            cursor = self._db.execute(
+                "DELETE FROM pending WHERE agent = ? AND seq = ?", (agent, seq)
+            )
+            if cursor.rowcount:
+                cleared.append(seq)
+        return cleared
 
 
 @implementer(IStore)
@@ -198,6 +299,7 @@ class SQLiteStore:
         self._db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode = WAL")
         self._db.execute(f"PRAGMA synchronous = {'FULL' if durability == 'full' else 'NORMAL'}")
+        self._migrate()
         self._db.executescript(_SCHEMA)
         self.epoch = self._meta("epoch", lambda: uuid.uuid4().hex)
         self._meta("schema_version", lambda: str(SCHEMA_VERSION))
@@ -224,6 +326,17 @@ class SQLiteStore:
             os.close(fd)
             raise StoreLocked(f"{path} is in use by another vibews process") from None
         return fd
+
+    def _migrate(self) -> None:
+        """Schema 1 (before the question lifecycle) to 2: add the lifecycle columns."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(questions)")}
+        if not columns or "deadline" in columns:
+            return
+        for name, kind in _LIFECYCLE_COLUMNS:
+            self._db.execute(f"ALTER TABLE questions ADD COLUMN {name} {kind}")
+        self._db.execute(
+            "UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),)
+        )
 
     def _meta(self, key: str, default: Callable[[], str]) -> str:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -330,12 +443,17 @@ class SQLiteStore:
                 status=None if status is None else json.loads(status),
                 last_seen=last_seen,
             )
-        questions = [
-            json.loads(data)
-            for (data,) in self._db.execute(
-                "SELECT data FROM questions WHERE state = 'open' ORDER BY seq"
-            )
-        ]
+        questions = []
+        for data, state, by, until, delivered in self._db.execute(
+            "SELECT data, state, claim_by, claim_until, delivered_at IS NOT NULL FROM questions"
+            " WHERE state = 'open' OR closing_seq >= ? ORDER BY seq",
+            (self.oldest(),),
+        ):
+            question = json.loads(data)
+            question["state"] = state
+            question["claim"] = None if by is None else {"by": by, "until": format_rfc3339(until)}
+            question["delivered"] = bool(delivered)
+            questions.append(question)
         tasks = {
             task_id: json.loads(data)
             for task_id, data in self._db.execute("SELECT task_id, data FROM tasks")
@@ -347,6 +465,12 @@ class SQLiteStore:
             "SELECT seq, type, data FROM pending WHERE agent = ? ORDER BY seq", (agent,)
         )
         return [StoredMessage(seq=s, type=t, data=bytes(d), agent=agent) for s, t, d in rows]
+
+    def deadlines(self) -> list[tuple[str, float]]:
+        rows = self._db.execute(
+            "SELECT id, deadline FROM questions WHERE state = 'open' AND deadline IS NOT NULL"
+        )
+        return [(str(qid), float(deadline)) for qid, deadline in rows]
 
     def read(self, after: int, agent: str | None, limit: int) -> list[StoredMessage]:
         if agent is None:
