@@ -13,17 +13,19 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable, Collection
-from typing import Any, Protocol
+from typing import Any
 
-import attrs
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vibews import __version__, handlers, lifecycle, protocol
-from vibews.protocol import Ack, DataMessage, Refusal, Resume
-from vibews.ratelimit import RefusalWindow, TokenBucket
+from vibews.peer import HubObserver, HubSettings, Outgoing, Peer
+from vibews.protocol import DataMessage, Refusal, Resume
+from vibews.question_timers import QuestionTimers
+from vibews.replay import replay
+from vibews.session import Session
 from vibews.store import IStore, Snapshot, StoredMessage, StoreUnavailable
 from vibews.timestamps import format_rfc3339
 from vibews.tokens import Identity
@@ -31,158 +33,7 @@ from vibews.tokens import Identity
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 
-REPLAY_PAGE = 256
-
-
-@attrs.define(eq=False)
-class Outgoing:
-    """One encoded frame, shared by all its recipients: the adapter caches its wire form in
-    ``prepared`` on first send, so a message is framed once however many receive it."""
-
-    data: bytes
-    prepared: Any = None
-
-
-class Peer(Protocol):
-    """What the hub needs of a connection."""
-
-    def send(self, message: Outgoing) -> None:
-        """Queue a frame; a peer that reads too slowly closes itself instead."""
-
-    def close(self, code: int, reason: str) -> None:
-        """Start the closing handshake."""
-
-    def abort(self) -> None:
-        """Drop the connection now."""
-
-    def is_paused(self) -> bool:
-        """True while the peer's write buffer is full."""
-
-    def when_writable(self) -> Deferred[None]:
-        """Fires once the write buffer has drained."""
-
-
-class HubObserver:
-    """Hooks for counting what the hub does (metrics); this base class ignores them all."""
-
-    def connection_opened(self, role: str) -> None:
-        """A connection was authenticated and registered."""
-
-    def connection_closed(self, role: str) -> None:
-        """A registered connection went away."""
-
-    def message_received(self, message_type: str) -> None:
-        """A client message passed every check up to dispatch."""
-
-    def message_refused(self, code: str) -> None:
-        """A client message was answered with ``error``."""
-
-    def delivered(self, recipients: int) -> None:
-        """A stored message was queued to ``recipients`` connections."""
-
-    def acked(self, seconds: float) -> None:
-        """A data message was acked ``seconds`` after it arrived."""
-
-
-@attrs.frozen
-class HubSettings:
-    rate: float = 100
-    burst: int = 200
-    max_refused: int = 50
-    refusal_window: float = 10.0
-    presence_grace: float = 5.0
-    heartbeat: float = 20.0
-    shutdown_grace: float = 5.0
-    claim_ttl: float = 60.0
-
-
-class Session:
-    """One authenticated connection's state in the hub."""
-
-    def __init__(
-        self, hub: Hub, peer: Peer, identity: Identity, digest: str, connection_id: str
-    ) -> None:
-        self.hub = hub
-        self.peer = peer
-        self.identity = identity
-        self.digest = digest
-        self.connection_id = connection_id
-        now = hub.clock.seconds()
-        self._bucket = TokenBucket(hub.settings.rate, hub.settings.burst, now)
-        self._refusals = RefusalWindow(hub.settings.max_refused, hub.settings.refusal_window)
-        # Answers sent on this connection and not yet acked here (agents only).
-        self.delivered: set[int] = set()
-        # False while a resume replays history: the replay reads live messages from the store.
-        self.live = True
-        # Questions this connection claimed: the claims lapse when it closes.
-        self.claims: set[str] = set()
-        self._replay_generation = 0
-        self.open = True
-        self.closed_deferred: Deferred[None] = Deferred()
-
-    @property
-    def is_agent(self) -> bool:
-        return self.identity.role == "agent"
-
-    # -- from the adapter ---------------------------------------------------------------------
-
-    def receive(self, frame: bytes) -> None:
-        """One text message from the client: checks in the contract's order, then dispatch."""
-        if not self._bucket.take(self.hub.clock.seconds()):
-            self.refuse(
-                Refusal(
-                    protocol.RATE_LIMITED,
-                    "too many messages; slow down and re-send this one",
-                    protocol.best_effort_id(frame),
-                )
-            )
-            return
-        try:
-            envelope = protocol.decode(frame)
-            handlers.check_role(self.identity, envelope)
-            message = protocol.validate(envelope)
-        except Refusal as refusal:
-            self.refuse(refusal)
-            return
-        self.hub.observer.message_received(envelope.type)
-        if isinstance(message, DataMessage):
-            self.hub.submit(self, message)
-        elif isinstance(message, Ack):
-            self.hub.acknowledge(self, message.seq)
-        elif isinstance(message, Resume):
-            self.hub.replay(self, message)
-
-    def closed(self) -> None:
-        if not self.open:
-            return
-        self.open = False
-        self._replay_generation += 1
-        self.hub.unregister(self)
-        self.closed_deferred.callback(None)
-
-    # -- to the client ------------------------------------------------------------------------
-
-    def send(self, frame: dict[str, Any]) -> None:
-        if self.open:
-            self.peer.send(Outgoing(protocol.encode(frame)))
-
-    def refuse(self, refusal: Refusal) -> None:
-        self.hub.observer.message_refused(refusal.code)
-        self.send(protocol.error(refusal.id, refusal.code, refusal.message))
-        if self.open and self._refusals.add(self.hub.clock.seconds()):
-            self.hub.log.info(
-                "closing {connection} ({name}): too many refused messages",
-                connection=self.connection_id,
-                name=self.identity.name,
-            )
-            self.peer.close(CLOSE_POLICY, "too many refused messages")
-
-    def next_replay(self) -> int:
-        self._replay_generation += 1
-        return self._replay_generation
-
-    def replay_current(self, generation: int) -> bool:
-        return self.open and generation == self._replay_generation
+__all__ = ["Hub", "HubObserver", "HubSettings", "Outgoing", "Peer", "Session"]
 
 
 class Hub:
@@ -207,8 +58,7 @@ class Hub:
         self._dashboards: set[Session] = set()
         self._agents: dict[str, set[Session]] = {}
         self._leaving: dict[str, IDelayedCall] = {}
-        self._deadlines: dict[str, IDelayedCall] = {}
-        self._claims: dict[str, tuple[str, IDelayedCall]] = {}  # question -> (connection, lapse)
+        self.timers = QuestionTimers(clock, self._run_server_work)
         self._accepting = True
 
     def now(self) -> str:
@@ -227,7 +77,7 @@ class Hub:
 
     def _arm_stored_deadlines(self) -> None:
         for question_id, deadline in self.store.deadlines():
-            self._arm_deadline(question_id, deadline)
+            self.timers.arm_deadline(question_id, deadline)
 
     def _deliver_all(self, messages: list[StoredMessage]) -> None:
         for message in messages:
@@ -236,14 +86,11 @@ class Hub:
     def shutdown(self) -> Deferred[Any]:
         """Close every connection with 1001; drop those still open after the grace period."""
         self._accepting = False
-        timers = [*self._leaving.values(), *self._deadlines.values()]
-        timers += [lapse for _, lapse in self._claims.values()]
-        for timer in timers:
+        for timer in self._leaving.values():
             if timer.active():
                 timer.cancel()
         self._leaving.clear()
-        self._deadlines.clear()
-        self._claims.clear()
+        self.timers.cancel_all()
         sessions = list(self.sessions.values())
         for session in sessions:
             session.peer.close(CLOSE_GOING_AWAY, "server shutting down")
@@ -303,10 +150,9 @@ class Hub:
     def unregister(self, session: Session) -> None:
         if self.sessions.pop(session.connection_id, None) is not None:
             self.observer.connection_closed(session.identity.role)
-        for question_id in session.claims:
-            held = self._claims.get(question_id)
-            if held is not None and held[0] == session.connection_id and self._accepting:
-                self._lapse_claim(question_id, session.connection_id)
+        if self._accepting:
+            for question_id in session.claims:
+                self.timers.lapse(question_id, session.connection_id)
         self.log.info(
             "{name} disconnected ({connection})",
             name=session.identity.name,
@@ -410,50 +256,17 @@ class Hub:
         for message in accepted.deliveries:
             self.deliver(message)
         if accepted.closed is not None:
-            self._forget_question(accepted.closed)
+            self.timers.forget(accepted.closed)
         if accepted.opened is not None:
-            self._arm_deadline(*accepted.opened)
+            self.timers.arm_deadline(*accepted.opened)
         if accepted.claimed is not None:
             question_id, until = accepted.claimed
-            self._hold_claim(session, question_id, until)
+            self.timers.hold_claim(question_id, session.connection_id, until)
+            session.claims.add(question_id)
+            if not session.open:  # the claimer left before its claim was stored
+                self.timers.lapse(question_id, session.connection_id)
 
-    # -- question timers ----------------------------------------------------------------------
-
-    def _arm_deadline(self, question_id: str, deadline: float) -> None:
-        delay = max(0.0, deadline - self.clock.seconds())
-        self._deadlines[question_id] = self.clock.callLater(delay, self._expire, question_id)
-
-    def _expire(self, question_id: str) -> None:
-        self._deadlines.pop(question_id, None)
-        self._run_server_work(lifecycle.expire_work(question_id, self.clock.seconds()), "expiry")
-
-    def _hold_claim(self, session: Session, question_id: str, until: float) -> None:
-        """A newer claim replaces the old one (the store already did): only its timer counts."""
-        previous = self._claims.pop(question_id, None)
-        if previous is not None and previous[1].active():
-            previous[1].cancel()
-        delay = max(0.0, until - self.clock.seconds())
-        timer = self.clock.callLater(delay, self._lapse_claim, question_id, session.connection_id)
-        self._claims[question_id] = (session.connection_id, timer)
-        session.claims.add(question_id)
-
-    def _lapse_claim(self, question_id: str, connection_id: str) -> None:
-        held = self._claims.get(question_id)
-        if held is None or held[0] != connection_id:
-            return
-        del self._claims[question_id]
-        if held[1].active():
-            held[1].cancel()
-        self._run_server_work(lifecycle.lapse_claim_work(question_id, connection_id), "claim lapse")
-
-    def _forget_question(self, question_id: str) -> None:
-        """The question left ``open``: its deadline and claim timers have nothing left to do."""
-        deadline = self._deadlines.pop(question_id, None)
-        if deadline is not None and deadline.active():
-            deadline.cancel()
-        held = self._claims.pop(question_id, None)
-        if held is not None and held[1].active():
-            held[1].cancel()
+    # -- work the server starts itself ----------------------------------------------------------
 
     def _run_server_work(self, work: lifecycle.Work, what: str) -> None:
         try:
@@ -526,40 +339,5 @@ class Hub:
         if not failure.check(StoreUnavailable):
             self._log_failure(failure, "ack")
 
-    # -- resume -------------------------------------------------------------------------------
-
     def replay(self, session: Session, resume: Resume) -> None:
-        """Send what the client missed since ``resume.since``, paced by how fast it reads."""
-        head = self.store.head()
-        generation = session.next_replay()
-        if resume.epoch not in (None, self.store.epoch) or resume.since > head:
-            session.live = True
-            session.send(protocol.resumed(resume.since, head, False, self.store.epoch))
-            return
-        complete = resume.since >= self.store.oldest() - 1
-        session.live = False
-        self._replay_step(session, generation, resume.since, resume.since, complete)
-
-    def _replay_step(
-        self, session: Session, generation: int, since: int, cursor: int, complete: bool
-    ) -> None:
-        if not session.replay_current(generation):
-            return
-        if session.peer.is_paused():
-            d = session.peer.when_writable()
-            d.addCallback(lambda _: self._replay_step(session, generation, since, cursor, complete))
-            return
-        agent = session.identity.name if session.is_agent else None
-        page = self.store.read(cursor, agent, REPLAY_PAGE)
-        for message in page:
-            session.peer.send(Outgoing(message.data))
-            cursor = message.seq
-            if session.is_agent and message.type == "answer":
-                session.delivered.add(message.seq)
-            if session.peer.is_paused():
-                break
-        if page:
-            self.clock.callLater(0, self._replay_step, session, generation, since, cursor, complete)
-            return
-        session.live = True
-        session.send(protocol.resumed(since, self.store.head(), complete, self.store.epoch))
+        replay(self, session, resume)

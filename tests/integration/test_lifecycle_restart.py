@@ -1,0 +1,86 @@
+"""The question lifecycle across a crash: deadlines, claims and receipts live in the store."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
+
+from vibews.testing import TwistdProcess, connect
+from vibews.timestamps import format_rfc3339
+
+
+def _secrets(data: Path) -> dict[str, str]:
+    rows = [line.split() for line in (data / "initial-tokens").read_text().splitlines()]
+    return {row[0]: row[2] for row in rows if row and not row[0].startswith("#")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_deadline_passed_while_down_expires_at_start_and_receipts_survive(
+    tmp_path: Path,
+) -> None:
+    """After a SIGKILL: a question whose deadline passed while no server ran is closed as expired
+    at start; the dead process's claim lapses (claimed by null); an answer's receipt is still in
+    the snapshot; the journal carries on without a gap."""
+    data = tmp_path / "data"
+    first = TwistdProcess(["--port", "0", "--data", str(data)], tmp_path)
+    deadline = time.time() + 2
+    try:
+        port = await first.started()
+        secrets = _secrets(data)
+        dashboard = await connect(port, secrets["dashboard"])
+        await dashboard.next_message()
+        agent = await connect(port, secrets["agent"])
+        await agent.next_message()
+        expiring = {"text": "soon?", "expires_at": format_rfc3339(deadline)}
+        for qid, payload in (
+            ("q-exp", expiring),
+            ("q-claim", {"text": "c?"}),
+            ("q-ans", {"text": "a?"}),
+        ):
+            reply = await agent.request({"type": "question", "id": qid, "payload": payload})
+            assert reply["type"] == "ack"
+        claim = await dashboard.request(
+            {"type": "claim", "id": "c1", "payload": {"question_id": "q-claim"}}
+        )
+        assert claim["type"] == "ack"
+        answer = await dashboard.request(
+            {"type": "answer", "id": "a1", "payload": {"question_id": "q-ans", "text": "yes"}}
+        )
+        await agent.next_of("question_closed")
+        agent.send_json({"type": "ack", "seq": answer["seq"]})
+        receipt = await dashboard.next_of("receipt")
+        assert receipt["payload"]["question_id"] == "q-ans"
+        first.signal(signal.SIGKILL)
+        await first.ended()
+    finally:
+        await first.kill()
+    while time.time() <= deadline + 0.2:  # let the deadline pass while no server runs
+        await deferLater(reactor, 0.1, lambda: None)
+
+    second = TwistdProcess(["--port", "0", "--data", str(data)], tmp_path)
+    try:
+        port = await second.started()
+        dashboard = await connect(port, secrets["dashboard"])
+        welcome = await dashboard.next_message()
+        questions = {q["id"]: q for q in welcome["payload"]["snapshot"]["questions"]}
+        assert questions["q-exp"]["state"] == "expired"
+        assert questions["q-claim"]["state"] == "open" and questions["q-claim"]["claim"] is None
+        assert questions["q-ans"]["state"] == "answered" and questions["q-ans"]["delivered"] is True
+        replayed, resumed = await dashboard.resume(receipt["seq"])
+        kinds = [(m["type"], m["payload"].get("question_id")) for m in replayed]
+        assert ("claimed", "q-claim") in kinds and ("question_closed", "q-exp") in kinds
+        closed = next(m for m in replayed if m["type"] == "question_closed")
+        assert closed["payload"]["reason"] == "expired"
+        lapsed = next(m for m in replayed if m["type"] == "claimed")
+        assert lapsed["payload"]["by"] is None
+        seqs = [m["seq"] for m in replayed]
+        assert seqs == list(range(receipt["seq"] + 1, receipt["seq"] + 1 + len(seqs)))
+        assert resumed["payload"]["complete"] is True
+    finally:
+        second.signal(signal.SIGTERM)
+        assert await second.ended() == 0

@@ -1,0 +1,108 @@
+"""One authenticated connection's state in the hub, and the checks every client frame passes in
+the contract's order (rate, JSON, envelope, type, role, payload) before the hub dispatches it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+
+from vibews import handlers, protocol
+from vibews.peer import Outgoing, Peer
+from vibews.protocol import Ack, DataMessage, Refusal, Resume
+from vibews.ratelimit import RefusalWindow, TokenBucket
+from vibews.tokens import Identity
+
+if TYPE_CHECKING:
+    from vibews.hub import Hub
+
+CLOSE_POLICY = 1008
+
+
+class Session:
+    """One authenticated connection's state in the hub."""
+
+    def __init__(
+        self, hub: Hub, peer: Peer, identity: Identity, digest: str, connection_id: str
+    ) -> None:
+        self.hub = hub
+        self.peer = peer
+        self.identity = identity
+        self.digest = digest
+        self.connection_id = connection_id
+        now = hub.clock.seconds()
+        self._bucket = TokenBucket(hub.settings.rate, hub.settings.burst, now)
+        self._refusals = RefusalWindow(hub.settings.max_refused, hub.settings.refusal_window)
+        # Answers sent on this connection and not yet acked here (agents only).
+        self.delivered: set[int] = set()
+        # False while a resume replays history: the replay reads live messages from the store.
+        self.live = True
+        # Questions this connection claimed: the claims lapse when it closes.
+        self.claims: set[str] = set()
+        self._replay_generation = 0
+        self.open = True
+        self.closed_deferred: Deferred[None] = Deferred()
+
+    @property
+    def is_agent(self) -> bool:
+        return self.identity.role == "agent"
+
+    # -- from the adapter ---------------------------------------------------------------------
+
+    def receive(self, frame: bytes) -> None:
+        """One text message from the client: checks in the contract's order, then dispatch."""
+        if not self._bucket.take(self.hub.clock.seconds()):
+            self.refuse(
+                Refusal(
+                    protocol.RATE_LIMITED,
+                    "too many messages; slow down and re-send this one",
+                    protocol.best_effort_id(frame),
+                )
+            )
+            return
+        try:
+            envelope = protocol.decode(frame)
+            handlers.check_role(self.identity, envelope)
+            message = protocol.validate(envelope)
+        except Refusal as refusal:
+            self.refuse(refusal)
+            return
+        self.hub.observer.message_received(envelope.type)
+        if isinstance(message, DataMessage):
+            self.hub.submit(self, message)
+        elif isinstance(message, Ack):
+            self.hub.acknowledge(self, message.seq)
+        elif isinstance(message, Resume):
+            self.hub.replay(self, message)
+
+    def closed(self) -> None:
+        if not self.open:
+            return
+        self.open = False
+        self._replay_generation += 1
+        self.hub.unregister(self)
+        self.closed_deferred.callback(None)
+
+    # -- to the client ------------------------------------------------------------------------
+
+    def send(self, frame: dict[str, Any]) -> None:
+        if self.open:
+            self.peer.send(Outgoing(protocol.encode(frame)))
+
+    def refuse(self, refusal: Refusal) -> None:
+        self.hub.observer.message_refused(refusal.code)
+        self.send(protocol.error(refusal.id, refusal.code, refusal.message))
+        if self.open and self._refusals.add(self.hub.clock.seconds()):
+            self.hub.log.info(
+                "closing {connection} ({name}): too many refused messages",
+                connection=self.connection_id,
+                name=self.identity.name,
+            )
+            self.peer.close(CLOSE_POLICY, "too many refused messages")
+
+    def next_replay(self) -> int:
+        self._replay_generation += 1
+        return self._replay_generation
+
+    def replay_current(self, generation: int) -> bool:
+        return self.open and generation == self._replay_generation
