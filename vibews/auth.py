@@ -137,6 +137,10 @@ class Gate:
         self._tokens = tokens
         self._allowed_origins = _normalize_allowed(allowed_origins)
 
+    def allows_origin(self, origin: str, host: str, secure: bool) -> bool:
+        """The Origin rule alone, for the HTTP layer to apply before Autobahn parses the header."""
+        return origin_allowed(origin, host, secure, self._allowed_origins)
+
     def admit(self, request: HandshakeRequest) -> Admission:
         # Origin before token, so a foreign page learns nothing about a token's validity.
         origin = request.headers.get("origin")

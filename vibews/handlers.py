@@ -37,7 +37,8 @@ def check_role(identity: Identity, envelope: Envelope) -> None:
     if identity.role not in SENDERS[envelope.type]:
         raise Refusal(
             protocol.FORBIDDEN,
-            f"a {identity.role} may not send '{envelope.type}'",
+            f"{'an' if identity.role == 'agent' else 'a'} {identity.role} may not send"
+            f" '{envelope.type}'",
             envelope.id,
         )
 
@@ -94,6 +95,19 @@ def presence_work(
             None,
             lambda seq: protocol.presence(seq, agent, online, last_seen),
         )
+
+    return work
+
+
+def departures_work(departures: Mapping[str, str], now: str) -> lifecycle.Work:
+    """At a clean stop: every agent still online in the store goes offline, with when it left
+    (``departures``; ``now`` for one the hub no longer knew about)."""
+
+    def work(txn: IStoreTransaction) -> list[StoredMessage]:
+        return [
+            presence_work(agent, False, departures.get(agent, now))(txn)
+            for agent in txn.online_agents()
+        ]
 
     return work
 

@@ -21,10 +21,10 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from vibews import __version__, handlers, lifecycle, protocol
-from vibews.peer import HubObserver, HubSettings, Outgoing, Peer
+from vibews.peer import PENDING_TYPES, HubObserver, HubSettings, Outgoing, Peer
 from vibews.protocol import DataMessage, Refusal, Resume
 from vibews.question_timers import QuestionTimers
-from vibews.replay import replay
+from vibews.replay import deliver_pending, replay
 from vibews.session import Session
 from vibews.store import IStore, Snapshot, StoredMessage, StoreUnavailable
 from vibews.timestamps import format_rfc3339
@@ -57,7 +57,8 @@ class Hub:
         self.sessions: dict[str, Session] = {}
         self._dashboards: set[Session] = set()
         self._agents: dict[str, set[Session]] = {}
-        self._leaving: dict[str, IDelayedCall] = {}
+        # Agents inside their presence grace: the timer that announces them, and when they left.
+        self._leaving: dict[str, tuple[IDelayedCall, str]] = {}
         self.timers = QuestionTimers(clock, self._run_server_work)
         self._accepting = True
 
@@ -84,9 +85,12 @@ class Hub:
             self.deliver(message)
 
     def shutdown(self) -> Deferred[Any]:
-        """Close every connection with 1001; drop those still open after the grace period."""
+        """Close every connection with 1001; drop those still open after the grace period; store
+        every agent offline with the time it left, so a clean stop leaves nobody online."""
         self._accepting = False
-        for timer in self._leaving.values():
+        departures = {name: now for name, (_, now) in self._leaving.items()}
+        departures.update({name: self.now() for name in self._agents})
+        for timer, _ in self._leaving.values():
             if timer.active():
                 timer.cancel()
         self._leaving.clear()
@@ -97,7 +101,16 @@ class Hub:
         waiting = DeferredList([s.closed_deferred for s in sessions])
         timer = self.clock.callLater(self.settings.shutdown_grace, self._abort_all)
         waiting.addBoth(lambda result: timer.cancel() if timer.active() else None)
+        waiting.addCallback(lambda _: self._store_departures(departures))
         return waiting
+
+    def _store_departures(self, departures: dict[str, str]) -> Deferred[Any] | None:
+        try:
+            d = self.store.transact(handlers.departures_work(departures, self.now()))
+        except StoreUnavailable:
+            return None
+        d.addErrback(self._log_failure, "presence at shutdown")
+        return d
 
     def _abort_all(self) -> None:
         for session in list(self.sessions.values()):
@@ -133,17 +146,16 @@ class Hub:
 
     def _open_agent(self, session: Session) -> None:
         name = session.identity.name
+        head = self.store.head()
         session.send(self._welcome(session, None))
-        for answer in self.store.pending_answers(name):
-            session.peer.send(Outgoing(answer.data))
-            session.delivered.add(answer.seq)
+        deliver_pending(self, session, self.store.pending_answers(name), head)
         connections = self._agents.setdefault(name, set())
         first = not connections
         connections.add(session)
         if first:
             leaving = self._leaving.pop(name, None)
             if leaving is not None:
-                leaving.cancel()  # back within the grace period: no presence flap
+                leaving[0].cancel()  # back within the grace period: no presence flap
             else:
                 self._store_presence(name, True)
 
@@ -167,12 +179,12 @@ class Hub:
         if connections or not self._accepting:
             return
         del self._agents[name]
+        left_at = self.now()
         if self.settings.presence_grace > 0:
-            self._leaving[name] = self.clock.callLater(
-                self.settings.presence_grace, self._left, name, self.now()
-            )
+            timer = self.clock.callLater(self.settings.presence_grace, self._left, name, left_at)
+            self._leaving[name] = (timer, left_at)
         else:
-            self._left(name, self.now())
+            self._left(name, left_at)
 
     def _left(self, name: str, last_seen: str) -> None:
         self._leaving.pop(name, None)
@@ -277,23 +289,25 @@ class Hub:
         d.addCallbacks(self._deliver_all, self._log_failure, errbackArgs=(what,))
 
     def _refused(self, failure: Failure, session: Session, incoming: handlers.Incoming) -> None:
+        # The error names the id the client sent, or null: a server-assigned srv- id was never
+        # seen by the client (it only comes back in an ack).
+        client_id = incoming.message.id
         if isinstance(failure.value, Refusal):
-            session.refuse(failure.value)
+            refusal = failure.value
+            session.refuse(Refusal(refusal.code, refusal.message, client_id))
         elif failure.check(StoreUnavailable):
             session.refuse(
                 Refusal(
                     protocol.UNAVAILABLE,
                     "the store cannot take writes right now; retry later",
-                    incoming.message_id,
+                    client_id,
                 )
             )
         else:
             self._log_failure(failure, incoming.message.type)
             session.refuse(
                 Refusal(
-                    protocol.INTERNAL_ERROR,
-                    "the server failed to handle this message",
-                    incoming.message_id,
+                    protocol.INTERNAL_ERROR, "the server failed to handle this message", client_id
                 )
             )
 
@@ -314,7 +328,7 @@ class Hub:
                 if session.live:
                     session.peer.send(out)
                     sent += 1
-                    if message.type == "answer":
+                    if message.type in PENDING_TYPES:
                         session.delivered.add(message.seq)
         self.observer.delivered(sent)
 

@@ -106,6 +106,10 @@ def _close(
         lambda seq: protocol.question_closed(seq, question.id, reason),
     )
     txn.close_question(question.id, reason, closing.seq, answer_seq)
+    if reason == EXPIRED:
+        # Nobody answered: the agent must still learn it, even if it was offline at the deadline,
+        # so the closing waits for its ack like an answer would.
+        txn.add_pending(question.agent, closing)
     return closing
 
 

@@ -122,5 +122,8 @@ class MetricsResource(Resource):
         self._metrics = metrics
 
     def render_GET(self, request: Request) -> bytes:
+        if getattr(request, "postpath", []) not in ([], [b""]):
+            request.setResponseCode(404)
+            return b"not found\n"
         request.setHeader(b"content-type", CONTENT_TYPE_LATEST.encode())
         return self._metrics.render()

@@ -8,6 +8,10 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.defer import Deferred
 
+# What an agent keeps being sent on every new connection until one of them acks it: answers, and
+# the closing of a question that expired unanswered.
+PENDING_TYPES = frozenset({"answer", "question_closed"})
+
 
 @attrs.define(eq=False)
 class Outgoing:

@@ -320,8 +320,9 @@ def validate(envelope: Envelope) -> ClientMessage:
     """Check 6 of the contract: the payload (and ``ack``'s ``seq``) for the envelope's type."""
     if envelope.type == "ack":
         seq = envelope.fields.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
-            raise _field_error(envelope, "seq", "must be an integer >= 0")
+        # Any integer (the contract says no more); one below every delivered seq clears nothing.
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            raise _field_error(envelope, "seq", "must be an integer")
         return Ack(id=envelope.id, seq=seq)
     payload = _payload(envelope)
     if envelope.type == "resume":

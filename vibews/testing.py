@@ -271,31 +271,32 @@ async def handshake_status(
     port: int, path: str = "/", headers: dict[str, str] | None = None, host: str | None = None
 ) -> int:
     """The HTTP status the server answers an upgrade request with."""
+    return await status_of(port, upgrade_request(path, headers, host or f"127.0.0.1:{port}"))
+
+
+async def status_of(port: int, request: bytes, timeout: float = DEFAULT_TIMEOUT) -> int:
+    """Send raw request bytes; the status code of the response's first line (the connection may
+    stay open: only the status line is awaited)."""
     from twisted.internet import reactor
 
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port)
     protocol: Any = await endpoint.connect(Factory.forProtocol(_RawResponse))
-    protocol.transport.write(upgrade_request(path, headers, host or f"127.0.0.1:{port}"))
     got_line: Deferred[bytes] = Deferred()
-
-    def check(data: bytes) -> None:
-        if b"\r\n" in data and not got_line.called:
-            got_line.callback(data)
-
     original = protocol.dataReceived
 
     def data_received(data: bytes) -> None:
         original(data)
-        check(protocol.data)
-
-    protocol.dataReceived = data_received
+        if b"\r\n" in protocol.data and not got_line.called:
+            got_line.callback(protocol.data)
 
     def finish(data: bytes) -> None:
         if not got_line.called:
             got_line.callback(data)
 
+    protocol.dataReceived = data_received
     protocol.done.addCallback(finish)
-    got_line.addTimeout(DEFAULT_TIMEOUT, reactor)
+    protocol.transport.write(request)
+    got_line.addTimeout(timeout, reactor)
     data = await got_line
     protocol.transport.loseConnection()
     return int(data.split(b" ", 2)[1])

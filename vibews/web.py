@@ -20,6 +20,7 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 
 from vibews import __version__
+from vibews.auth import Gate
 from vibews.server import VibeServerFactory
 from vibews.store import IStore
 
@@ -149,6 +150,8 @@ class HealthResource(Resource):
         self._store = store
 
     def render_GET(self, request: Request) -> bytes:
+        if not _exact(request):
+            return notFound().render(request)  # type: ignore[no-any-return]
         problem = self._store.problem()
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
@@ -169,22 +172,50 @@ _PLACEHOLDER = f"""<!doctype html>
 """.encode()
 
 
-class RootPage(Resource):
-    """``/``: the WebSocket upgrade when asked for, otherwise the page for people."""
+def _exact(request: Any) -> bool:
+    """Leaf resources answer their own path only (a trailing slash allowed), not any path below."""
+    return request.postpath in ([], [b""])
+
+
+def _refuse(request: Request, code: int, text: str) -> bytes:
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+    return text.encode() + b"\n"
+
+
+class WebSocketEntry(Resource):
+    """Where the upgrade happens (``/`` and ``/ws``). The Origin rule is applied here, before
+    Autobahn parses the header: Autobahn answers a malformed or repeated Origin with 400, and the
+    contract wants every foreign origin refused with 403 before the token is looked at. The gate
+    checks again in ``onConnect``."""
 
     isLeaf = True
 
-    def __init__(self, websocket: WebSocketResource, page: IResource | None) -> None:
+    def __init__(self, websocket: WebSocketResource, gate: Gate, page: IResource | None) -> None:
         super().__init__()
         self._websocket = websocket
+        self._gate = gate
         self._page = page
 
     def render(self, request: Request) -> Any:
+        if not _exact(request):
+            return notFound().render(request)
         upgrade = (request.getHeader(b"upgrade") or b"").lower()
-        if b"websocket" in upgrade:
-            return self._websocket.render(request)
-        if self._page is not None:
+        if b"websocket" not in upgrade and self._page is not None:
             return self._page.render(request)
+        origins = request.requestHeaders.getRawHeaders(b"origin")
+        if origins is not None:
+            host = (request.getHeader(b"host") or b"").decode("latin-1")
+            origin = origins[0].decode("latin-1")
+            if len(origins) != 1 or not self._gate.allows_origin(origin, host, request.isSecure()):
+                return _refuse(request, 403, "origin not allowed")
+        return self._websocket.render(request)
+
+
+class _NoDashboard(Resource):
+    isLeaf = True
+
+    def render(self, request: Request) -> Any:
         return notFound("No dashboard", "This vibews serves no dashboard (--no-dashboard).").render(
             request
         )
@@ -204,8 +235,9 @@ class RootResource(Resource):
     def __init__(self, factory: VibeServerFactory, store: IStore, dashboard: bool) -> None:
         super().__init__()
         websocket = WebSocketResource(factory)
-        self.putChild(b"", RootPage(websocket, PlaceholderPage() if dashboard else None))
-        self.putChild(b"ws", websocket)
+        page = PlaceholderPage() if dashboard else _NoDashboard()
+        self.putChild(b"", WebSocketEntry(websocket, factory.gate, page))
+        self.putChild(b"ws", WebSocketEntry(websocket, factory.gate, None))
         self.putChild(b"healthz", HealthResource(store))
 
     def getChild(self, path: bytes, request: Request) -> IResource:

@@ -14,6 +14,7 @@ from vibews.testing import (
     handshake_status,
     raw_exchange,
     start_server,
+    status_of,
     upgrade_request,
 )
 
@@ -174,3 +175,29 @@ async def test_plain_http_routes(server: RunningServer) -> None:
         server.port, b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
     assert missing.startswith(b"HTTP/1.1 404 ")
+
+
+@pytest.mark.parametrize(
+    "origin_lines",
+    [["Origin: http://"], ["Origin: http://127.0.0.1:99999"], ["Origin: a", "Origin: b"]],
+    ids=["no-host", "bad-port", "repeated"],
+)
+@pytest_twisted.ensureDeferred
+async def test_malformed_or_repeated_origin_is_foreign(
+    server: RunningServer, origin_lines: list[str]
+) -> None:
+    """An Origin that is not a plain origin, or is sent twice, is refused with 403 like any foreign
+    one (not Autobahn's 400), before the token is looked at."""
+    request = upgrade_request(headers={"Authorization": f"Bearer {server.agent_token}"})
+    request = request[:-2] + "\r\n".join(origin_lines).encode() + b"\r\n\r\n"
+    assert await status_of(server.port, request) == 403
+
+
+@pytest_twisted.ensureDeferred
+async def test_only_the_named_paths_answer(server: RunningServer) -> None:
+    """The upgrade is accepted at / and /ws only; /ws/x and /healthz/x are 404."""
+    auth = {"Authorization": f"Bearer {server.agent_token}"}
+    assert await handshake_status(server.port, path="/ws/x", headers=auth) == 404
+    assert await handshake_status(server.port, path="/nope", headers=auth) == 404
+    assert await status_of(server.port, b"GET /healthz/x HTTP/1.1\r\nHost: x\r\n\r\n") == 404
+    assert await status_of(server.port, b"GET /metrics/x HTTP/1.1\r\nHost: x\r\n\r\n") == 404

@@ -232,3 +232,31 @@ async def test_structured_answers_follow_the_schema(server: RunningServer) -> No
     assert got["payload"]["value"] == {"env": "prod", "replicas": 3.0}
     declined = await _answer(dashboard, "no", "plain", action="decline")
     assert declined["type"] == "ack"
+
+
+@pytest_twisted.ensureDeferred
+async def test_agent_offline_at_the_deadline_learns_of_the_expiry_on_reconnect(
+    server: RunningServer,
+) -> None:
+    """A question that expires while its agent is offline is not lost on the agent: the
+    question_closed waits for it (after welcome, like a pending answer) until it is acked."""
+    agent = await server.agent()
+    await _ask(agent, "q1", timeout=0.3)
+    agent.disconnect()
+    await agent.wait_closed()
+    dashboard = await server.dashboard()
+    if not any(
+        q["state"] == "expired" for q in dashboard.welcome["payload"]["snapshot"]["questions"]
+    ):
+        await dashboard.next_of("question_closed")
+    back = await server.agent()
+    closed = await back.next_message()
+    assert closed["type"] == "question_closed" and closed["payload"]["reason"] == "expired"
+    back.send_json({"type": "ack", "seq": closed["seq"]})
+    await back.request({"type": "agent_status", "id": "s", "payload": {"state": "s"}})
+    back.disconnect()
+    await back.wait_closed()
+    again = await server.agent()
+    reply = await again.request({"type": "agent_status", "id": "s2", "payload": {"state": "s"}})
+    assert reply["type"] == "ack"
+    assert [m["type"] for m in again.all_received] == ["welcome", "ack"]

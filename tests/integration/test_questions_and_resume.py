@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest_twisted
 
 from vibews.testing import RunningServer, start_server
@@ -197,3 +199,37 @@ async def test_agent_resume_replays_only_its_answers(server: RunningServer) -> N
         ("question_closed", answer["seq"] + 1),
     ]
     assert resumed["payload"]["complete"] is True
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_large_pending_answers_are_paced_not_closed(tmp_path: Path) -> None:
+    """Pending answers larger in total than --max-write-buffer reach a reconnecting agent paced by
+    its reading, in seq order, instead of tripping the slow-reader close."""
+    server = await start_server(tmp_path / "data", max_write_buffer=256 * 1024, rate=0)
+    try:
+        dashboard = await server.dashboard()
+        agent = await server.agent()
+        for i in range(20):
+            await agent.request({"type": "question", "id": f"q{i}", "payload": {"text": "?"}})
+        agent.disconnect()
+        await agent.wait_closed()
+        answers = [
+            await dashboard.request(
+                {
+                    "type": "answer",
+                    "id": f"a{i}",
+                    "payload": {"question_id": f"q{i}", "text": "x" * 60000},
+                }
+            )
+            for i in range(20)
+        ]
+        back = await server.agent()
+        got = [await back.next_of("answer") for _ in answers]
+        assert [m["seq"] for m in got] == [a["seq"] for a in answers]
+        reply = await back.request(
+            {"type": "agent_status", "id": "alive", "payload": {"state": "s"}}
+        )
+        assert reply["type"] == "ack"
+        assert back.close_code is None
+    finally:
+        await server.stop()

@@ -6,6 +6,7 @@ import re
 import shlex
 import signal
 import stat
+import time
 from pathlib import Path
 
 import pytest_twisted
@@ -19,6 +20,7 @@ from vibews.testing import (
     raw_exchange,
     upgrade_request,
 )
+from vibews.timestamps import parse_rfc3339
 from vibews.tokens import add_token
 
 README = Path(__file__).resolve().parents[2] / "README.rst"
@@ -254,3 +256,38 @@ async def test_second_server_on_the_same_data_directory_is_refused(tmp_path: Pat
         assert "in use by another vibews process" in second.output
     finally:
         await first.kill()
+
+
+@pytest_twisted.ensureDeferred
+async def test_clean_stop_stores_agents_offline_with_the_time_they_left(tmp_path: Path) -> None:
+    """After SIGTERM no agent is left online in the store: the stop itself stores presence offline
+    with the time of the stop, so the next start has nothing to correct."""
+    data = tmp_path / "data"
+    process = TwistdProcess(["--port", "0", "--data", str(data)], tmp_path)
+    try:
+        port = await process.started()
+        secrets = _secrets(data)
+        agent = await connect(port, secrets["agent"])
+        await agent.next_message()
+        process.signal(signal.SIGTERM)
+        assert await process.ended() == 0
+    finally:
+        await process.kill()
+    stopped_at = time.time()
+    restarted = TwistdProcess(["--port", "0", "--data", str(data)], tmp_path)
+    try:
+        port = await restarted.started()
+        dashboard = await connect(port, secrets["dashboard"])
+        welcome = await dashboard.next_message()
+        record = welcome["payload"]["snapshot"]["agents"]["agent"]
+        assert record["online"] is False
+        left = parse_rfc3339(record["last_seen"])
+        assert left is not None and left <= stopped_at
+        replayed, _ = await dashboard.resume(0)
+        assert [m["payload"]["online"] for m in replayed if m["type"] == "presence"] == [
+            True,
+            False,
+        ]
+    finally:
+        restarted.signal(signal.SIGTERM)
+        await restarted.ended()
