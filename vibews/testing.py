@@ -367,6 +367,7 @@ async def start_server(
 # --- vibews as a real process ------------------------------------------------------------------
 
 LISTENING = re.compile(rb"Site starting on (\d+)")
+READY = b"vibews listening on"  # logged once every service has started
 
 
 def twistd() -> str:
@@ -390,7 +391,7 @@ class _Watcher(ProcessProtocol):
     def outReceived(self, data: bytes) -> None:
         self.output += data
         match = LISTENING.search(self.output)
-        if match and not self.listening.called:
+        if match and READY in self.output and not self.listening.called:
             self.listening.callback(int(match.group(1)))
 
     errReceived = outReceived

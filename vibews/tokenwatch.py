@@ -56,11 +56,16 @@ class TokenWatcher(Service):
         self._interval = interval
         self._previous_handler: Any = None
 
+    def privilegedStartService(self) -> None:
+        # Before the listeners bind (they do it in their privilegedStartService): a SIGHUP that
+        # arrives while the server starts must reload, not kill it with the default action.
+        if threading.current_thread() is threading.main_thread() and self._previous_handler is None:
+            self._previous_handler = signal.signal(signal.SIGHUP, self._on_sighup)
+        super().privilegedStartService()
+
     def startService(self) -> None:
         super().startService()
         self._poll.start(self._interval, now=False)
-        if threading.current_thread() is threading.main_thread():
-            self._previous_handler = signal.signal(signal.SIGHUP, self._on_sighup)
 
     def stopService(self) -> None:
         if self._poll.running:
