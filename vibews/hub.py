@@ -253,7 +253,7 @@ class Hub:
         try:
             d = self.store.transact(handlers.data_work(incoming))
         except StoreUnavailable as error:
-            session.refuse(Refusal(protocol.UNAVAILABLE, str(error), incoming.message_id))
+            session.refuse(Refusal(protocol.UNAVAILABLE, str(error), message.id))
             return
         d.addCallbacks(
             self._stored,

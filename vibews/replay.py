@@ -28,6 +28,9 @@ Done = Callable[[int], None]  # called with the cursor reached, once the catch-u
 
 def replay(hub: Hub, session: Session, resume: Resume) -> None:
     """Send what the client missed since ``resume.since``, then ``resumed``."""
+    if session.delivering_pending:
+        session.waiting_resume = resume  # the newest one wins, as a newer resume always does
+        return
     store = hub.store
     head = store.head()
     generation = session.next_replay()  # a newer resume supersedes one still running
@@ -52,7 +55,15 @@ def deliver_pending(
         return
     generation = session.next_replay()
     session.live = False
+    session.delivering_pending = True
     _send_list(hub, session, generation, pending, 0, head)
+
+
+def _pending_done(hub: Hub, session: Session) -> None:
+    session.delivering_pending = False
+    waiting, session.waiting_resume = session.waiting_resume, None
+    if waiting is not None:
+        replay(hub, session, waiting)
 
 
 def _send(session: Session, message: StoredMessage) -> None:
@@ -86,7 +97,7 @@ def _send_list(
         if session.peer.is_paused():
             hub.clock.callLater(0, _send_list, hub, session, generation, messages, index, head)
             return
-    _catch_up(hub, session, generation, head, lambda cursor: None)
+    _catch_up(hub, session, generation, head, lambda cursor: _pending_done(hub, session))
 
 
 def _catch_up(hub: Hub, session: Session, generation: int, cursor: int, done: Done) -> None:

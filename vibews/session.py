@@ -40,6 +40,9 @@ class Session:
         # Questions this connection claimed: the claims lapse when it closes.
         self.claims: set[str] = set()
         self._replay_generation = 0
+        # A resume that arrived while pending answers were still being sent waits for them.
+        self.delivering_pending = False
+        self.waiting_resume: Resume | None = None
         self.open = True
         self.closed_deferred: Deferred[None] = Deferred()
 

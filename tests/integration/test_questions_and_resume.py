@@ -233,3 +233,27 @@ async def test_many_large_pending_answers_are_paced_not_closed(tmp_path: Path) -
         assert back.close_code is None
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_resume_sent_during_pending_delivery_waits_for_it(tmp_path: Path) -> None:
+    """A resume sent right after welcome, while large pending answers are still being paced out,
+    neither cuts them short nor overtakes them: every pending answer arrives, then the replay."""
+    server = await start_server(tmp_path / "data", max_write_buffer=256 * 1024, rate=0)
+    try:
+        dashboard = await server.dashboard()
+        agent = await server.agent()
+        for i in range(20):
+            await agent.request({"type": "question", "id": f"q{i}", "payload": {"text": "?"}})
+        agent.disconnect()
+        await agent.wait_closed()
+        for i in range(20):
+            payload = {"question_id": f"q{i}", "text": "x" * 60000}
+            await dashboard.request({"type": "answer", "id": f"a{i}", "payload": payload})
+        back = await server.agent()
+        replayed, resumed = await back.resume(back.welcome["payload"]["seq"])
+        answers = [m for m in replayed if m["type"] == "answer"]
+        assert len(answers) == 20
+        assert resumed["payload"]["complete"] is True
+    finally:
+        await server.stop()
