@@ -116,11 +116,17 @@ class VibewsService(MultiService):
     def startService(self) -> None:
         self.hub.start().addErrback(lambda f: _log.failure("marking agents offline failed", f))
         super().startService()
-        _log.info(
-            "vibews listening on {endpoints}, data in {data}",
-            endpoints=", ".join(self.config.listen),
-            data=str(self.config.data_dir),
-        )
+        if self.listeners:
+            _log.info(
+                "vibews listening on {endpoints}, data in {data}",
+                endpoints=", ".join(self.config.listen),
+                data=str(self.config.data_dir),
+            )
+        else:
+            _log.info(
+                "vibews started, embedded in its host's site; data in {data}",
+                data=str(self.config.data_dir),
+            )
 
     @inlineCallbacks
     def stopService(self) -> Any:
@@ -139,11 +145,16 @@ async def _stop(service: Service) -> None:
         await result
 
 
-def build_service(config: Config, reactor: Any) -> VibewsService:
-    """Build the server graph; raises :class:`StartupError` with a readable reason."""
+def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsService:
+    """Build the server graph; raises :class:`StartupError` with a readable reason.
+
+    With ``listen=False`` nothing is bound: the host application mounts ``service.root`` (a
+    twisted.web resource serving the WebSocket upgrade, ``healthz`` and ``metrics``) under a path of
+    its own Site, and parents the service so start-up and shut-down stay in order.
+    """
     if config.redis:
         raise StartupError("--redis is not supported by this version yet; run without it")
-    for description in config.listen:
+    for description in config.listen if listen else ():
         try:
             endpoints.serverFromString(reactor, description)
         except Exception as error:
@@ -209,7 +220,9 @@ def build_service(config: Config, reactor: Any) -> VibewsService:
     root = RootResource(factory, store, dashboard=config.dashboard)
     root.putChild(b"metrics", MetricsResource(metrics))
     site = make_site(root, config.handshake_timeout)
-    listeners = [strports.service(d, site, reactor=reactor) for d in config.listen]
+    listeners = (
+        [strports.service(d, site, reactor=reactor) for d in config.listen] if listen else []
+    )
     if created:
         _announce_first_start(config, created)
     return VibewsService(config, reactor, store, hub, watcher, root, listeners)
