@@ -158,6 +158,12 @@ def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsSe
         try:
             endpoints.serverFromString(reactor, description)
         except Exception as error:
+            if description.startswith("systemd:"):
+                raise StartupError(
+                    f"bad endpoint {description!r}: no listening socket was inherited at that index"
+                    " (systemd passes them with LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES; start"
+                    " vibews through its .socket unit)"
+                ) from None
             raise StartupError(f"bad endpoint {description!r}: {error}") from None
     try:
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -385,14 +385,30 @@ def free_port() -> int:
 class _Watcher(ProcessProtocol):
     def __init__(self) -> None:
         self.output = b""
-        self.listening: Deferred[int] = Deferred()
+        self.port: int | None = None
+        self._waiting: list[Deferred[int]] = []
         self.ended: Deferred[int | None] = Deferred()
+
+    def listening(self) -> Deferred[int]:
+        """Fires with the port once the server is up; fails if the process ends first. Created on
+        demand, so a process that is expected to fail leaves no unhandled failure behind."""
+        d: Deferred[int] = Deferred()
+        if self.port is not None:
+            d.callback(self.port)
+        elif self.ended.called:
+            d.errback(RuntimeError(f"twistd ended:\n{self.output.decode()}"))
+        else:
+            self._waiting.append(d)
+        return d
 
     def outReceived(self, data: bytes) -> None:
         self.output += data
         match = LISTENING.search(self.output)
-        if match and READY in self.output and not self.listening.called:
-            self.listening.callback(int(match.group(1)))
+        if match and READY in self.output and self.port is None:
+            self.port = int(match.group(1))
+            waiting, self._waiting = self._waiting, []
+            for d in waiting:
+                d.callback(self.port)
 
     errReceived = outReceived
 
@@ -403,8 +419,9 @@ class _Watcher(ProcessProtocol):
         elif reason.check(ProcessTerminated):
             value: Any = reason.value
             code = value.exitCode if value.exitCode is not None else -value.signal
-        if not self.listening.called:
-            self.listening.errback(RuntimeError(f"twistd ended ({code}):\n{self.output.decode()}"))
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            d.errback(RuntimeError(f"twistd ended ({code}):\n{self.output.decode()}"))
         self.ended.callback(code)
 
 
@@ -431,7 +448,7 @@ class TwistdProcess:
     async def started(self, timeout: float = 30) -> int:
         from twisted.internet import reactor
 
-        listening = self._watcher.listening
+        listening = self._watcher.listening()
         listening.addTimeout(timeout, reactor)
         self.port = await listening
         return self.port
