@@ -72,9 +72,12 @@ def dashboard_url(description: str) -> str | None:
     return f"{scheme}://{host}:{parts[1]}/"
 
 
-def _announce_first_start(config: Config, created: list[tuple[str, str, str]]) -> None:
-    """Secrets go to the 0600 file and, once, to a terminal on stdout: never to the log."""
-    url = dashboard_url(config.listen[0])
+def _announce_first_start(
+    config: Config, created: list[tuple[str, str, str]], listen: bool
+) -> None:
+    """Secrets go to the 0600 file and, once, to a terminal on stdout: never to the log. Embedded
+    (``listen`` False) the address is the host's to tell, so none is shown."""
+    url = dashboard_url(config.listen[0]) if listen else None
     _log.info(
         "first start: created tokens file {tokens}; the new secrets are in {initial}",
         tokens=str(config.tokens_path),
@@ -112,6 +115,12 @@ class VibewsService(MultiService):
         watcher.setServiceParent(self)
         for listener in listeners:
             listener.setServiceParent(self)
+
+    def listening_ports(self) -> Deferred[list[Any]]:
+        """The ``IListeningPort`` of each listener, once bound (to learn a port 0 choice)."""
+        waiting = [listener._waitingForPort for listener in self.listeners]  # type: ignore[attr-defined]
+        ports = DeferredList(waiting, fireOnOneErrback=True, consumeErrors=True)
+        return ports.addCallback(lambda results: [port for _, port in results])
 
     def startService(self) -> None:
         self.hub.start().addErrback(lambda f: _log.failure("marking agents offline failed", f))
@@ -230,5 +239,5 @@ def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsSe
         [strports.service(d, site, reactor=reactor) for d in config.listen] if listen else []
     )
     if created:
-        _announce_first_start(config, created)
+        _announce_first_start(config, created, listen)
     return VibewsService(config, reactor, store, hub, watcher, root, listeners)

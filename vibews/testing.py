@@ -22,7 +22,7 @@ from urllib.parse import urlencode
 import attrs
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.internet import endpoints, ssl
-from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.python.failure import Failure
@@ -355,11 +355,7 @@ async def start_server(
     service = build_service(config, reactor)
     service.privilegedStartService()
     service.startService()
-    ports = await DeferredList(
-        [listener._waitingForPort for listener in service.listeners],  # type: ignore[attr-defined]
-        fireOnOneErrback=True,
-    )
-    port = ports[0][1].getHost().port
+    port = (await service.listening_ports())[0].getHost().port
     secrets = _read_initial_tokens(data / "initial-tokens")
     return RunningServer(service, port, data, secrets["agent"], secrets["dashboard"])
 

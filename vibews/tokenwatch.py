@@ -78,6 +78,9 @@ class TokenWatcher(Service):
     def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
         threads: IReactorFromThreads = self._reactor
         threads.callFromThread(self.reload, "SIGHUP")
+        # Embedded in a host that uses SIGHUP too: the host's handler still runs.
+        if callable(self._previous_handler):
+            self._previous_handler(signum, frame)
 
     def _check(self) -> None:
         current = _identity(self.path)

@@ -18,6 +18,7 @@ from twisted.web.http import HTTPChannel, Request
 from twisted.web.pages import notFound
 from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
+from twisted.web.util import redirectTo
 
 from vibews import __version__
 from vibews.auth import Gate
@@ -124,7 +125,7 @@ class LimitedHTTPChannel(HTTPChannel):
         super().connectionLost(reason)
 
 
-def _log_line_without_query(timestamp: str, request: Request) -> str:
+def log_line_without_query(timestamp: str, request: Request) -> str:
     """Access-log line in the combined format, but with the path only: a ``?token=`` must not land
     in a log."""
     path = request.uri.split(b"?", 1)[0].decode("latin-1")
@@ -168,7 +169,7 @@ _PLACEHOLDER = f"""<!doctype html>
 <p>This is a vibews hub. Connect a WebSocket client to this address (or <code>/ws</code>) with a token:
 <code>Authorization: Bearer &lt;token&gt;</code>, or the subprotocols
 <code>vibews.v1</code> and <code>vibews.token.&lt;token&gt;</code>.</p>
-<p>Health: <a href="/healthz">/healthz</a></p></body></html>
+<p>Health: <a href="healthz">healthz</a></p></body></html>
 """.encode()
 
 
@@ -243,6 +244,12 @@ class RootResource(Resource):
     def getChild(self, path: bytes, request: Request) -> IResource:
         return notFound()
 
+    def render(self, request: Any) -> bytes:
+        """Mounted under a prefix, ``/prefix`` (no slash) lands here: send it to ``/prefix/``.
+        The query is dropped on purpose: it may hold a token, and a Location header gets logged."""
+        path = request.uri.split(b"?", 1)[0]
+        return redirectTo(path + b"/", request)
+
 
 def make_site(root: Resource, handshake_timeout: float) -> Site:
     """A Site whose channels enforce the handshake limits and whose access log omits queries."""
@@ -251,7 +258,7 @@ def make_site(root: Resource, handshake_timeout: float) -> Site:
         pass
 
     Channel.handshake_timeout = handshake_timeout
-    site = Site(root, logFormatter=_log_line_without_query)
+    site = Site(root, logFormatter=log_line_without_query)
     site.protocol = Channel  # type: ignore[assignment,method-assign]  # HTTP/1.1 only, by design
     site.displayTracebacks = False
     return site
