@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 import pytest_twisted
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from zope.interface import implementer
 
 from vibews.testing import RunningServer, start_server
 
@@ -15,3 +19,18 @@ async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
     running = await start_server(tmp_path / "data")
     yield running
     await running.stop()
+
+
+@pytest.fixture
+def captured_log() -> Iterator[list[str]]:
+    """Every log event while the test runs, formatted and with all its fields (repr), so a test
+    can look for a secret anywhere in it."""
+    lines: list[str] = []
+
+    @implementer(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        lines.append(formatEvent(event) + " " + repr(event))
+
+    globalLogPublisher.addObserver(observe)
+    yield lines
+    globalLogPublisher.removeObserver(observe)

@@ -333,13 +333,14 @@ class RunningServer:
             await result
 
 
-def _read_initial_tokens(path: Path) -> dict[str, str]:
-    secrets: dict[str, str] = {}
-    for line in path.read_text().splitlines():
+def initial_secrets(data: Path) -> dict[str, str]:
+    """Token name -> secret, from the ``initial-tokens`` file a first start wrote in ``data``."""
+    found: dict[str, str] = {}
+    for line in (data / "initial-tokens").read_text().splitlines():
         if line and not line.startswith("#"):
             name, _role, secret = line.split()
-            secrets[name] = secret
-    return secrets
+            found[name] = secret
+    return found
 
 
 async def start_server(
@@ -356,7 +357,7 @@ async def start_server(
     service.privilegedStartService()
     service.startService()
     port = (await service.listening_ports())[0].getHost().port
-    secrets = _read_initial_tokens(data / "initial-tokens")
+    secrets = initial_secrets(data)
     return RunningServer(service, port, data, secrets["agent"], secrets["dashboard"])
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,12 +19,10 @@ import pytest_twisted
 from twisted.application.service import MultiService
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionRefusedError
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
-from zope.interface import implementer
 
 from vibews.config import Config
 from vibews.service import build_service
-from vibews.testing import connect, handshake_status, raw_exchange
+from vibews.testing import connect, handshake_status, initial_secrets, raw_exchange
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "embedded_app.py"
 ALLOWED_ORIGIN = "https://app.example"
@@ -64,15 +62,6 @@ def _reactor() -> Any:
     return reactor
 
 
-def _secrets(data: Path) -> dict[str, str]:
-    found = {}
-    for line in (data / "initial-tokens").read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, _, secret = line.split()
-            found[name] = secret
-    return found
-
-
 @pytest_twisted.async_yield_fixture
 async def host(tmp_path: Path) -> AsyncIterator[Host]:
     reactor = _reactor()
@@ -84,24 +73,11 @@ async def host(tmp_path: Path) -> AsyncIterator[Host]:
     app.service.privilegedStartService()
     app.service.startService()
     port = await app.listening.addTimeout(DEADLINE, reactor)
-    secrets = _secrets(data)
+    secrets = initial_secrets(data)
     running = Host(app, port.getHost().port, secrets["agent"], secrets["dashboard"], timers_before)
     yield running
     if app.service.running:
         await running.stop()
-
-
-@pytest.fixture
-def captured_log() -> Iterator[list[str]]:
-    lines: list[str] = []
-
-    @implementer(ILogObserver)
-    def observe(event: dict[str, Any]) -> None:
-        lines.append(formatEvent(event) + " " + repr(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield lines
-    globalLogPublisher.removeObserver(observe)
 
 
 async def _get(port: int, path: str) -> tuple[int, bytes]:
@@ -229,7 +205,7 @@ async def test_service_on_its_own_port_starts_and_stops_with_its_parent(tmp_path
     host.startService()
     ports = await vibews.listening_ports().addTimeout(DEADLINE, reactor)
     port = ports[0].getHost().port
-    agent = await connect(port, _secrets(tmp_path / "data")["agent"])
+    agent = await connect(port, initial_secrets(tmp_path / "data")["agent"])
     assert (await agent.next_message())["type"] == "welcome"
     await host.stopService().addTimeout(DEADLINE, reactor)
     code, _ = await agent.wait_closed()

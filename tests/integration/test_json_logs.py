@@ -20,7 +20,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import eventFromJSON, formatEvent
 from twisted.python.failure import Failure
 
-from vibews.testing import connect, handshake_status, raw_exchange, twistd
+from vibews.testing import connect, handshake_status, initial_secrets, raw_exchange, twistd
 
 SITE_STARTING = re.compile(r"Site starting on (\d+)")
 DEADLINE = 30.0
@@ -85,15 +85,6 @@ def _with_deadline(d: Deferred[Any], seconds: float = DEADLINE) -> Deferred[Any]
     return d.addTimeout(seconds, reactor)
 
 
-def _secrets(data: Path) -> dict[str, str]:
-    found = {}
-    for line in (data / "initial-tokens").read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, _, secret = line.split()
-            found[name] = secret
-    return found
-
-
 def _formats(events: list[dict[str, Any]], log_format: str) -> list[dict[str, Any]]:
     return [e for e in events if e.get("log_format") == log_format]
 
@@ -126,7 +117,7 @@ async def test_twistd_json_logger_writes_only_json_lines_and_no_secret(tmp_path:
     wrong = "W" * 43
     try:
         port = await _with_deadline(watcher.listening)
-        secrets = _secrets(data)
+        secrets = initial_secrets(data)
         agent = secrets["agent"]
         for via in ("header", "subprotocol", "query"):
             client = await connect(port, agent, via=via)

@@ -10,13 +10,8 @@ import pytest_twisted
 from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
-from vibews.testing import TwistdProcess, connect
+from vibews.testing import TwistdProcess, connect, initial_secrets
 from vibews.timestamps import format_rfc3339
-
-
-def _secrets(data: Path) -> dict[str, str]:
-    rows = [line.split() for line in (data / "initial-tokens").read_text().splitlines()]
-    return {row[0]: row[2] for row in rows if row and not row[0].startswith("#")}
 
 
 @pytest_twisted.ensureDeferred
@@ -31,7 +26,7 @@ async def test_deadline_passed_while_down_expires_at_start_and_receipts_survive(
     deadline = time.time() + 2
     try:
         port = await first.started()
-        secrets = _secrets(data)
+        secrets = initial_secrets(data)
         dashboard = await connect(port, secrets["dashboard"])
         await dashboard.next_message()
         agent = await connect(port, secrets["agent"])

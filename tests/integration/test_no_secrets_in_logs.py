@@ -2,28 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
-import pytest
 import pytest_twisted
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
-from zope.interface import implementer
 
 from vibews.testing import RunningServer, connect, handshake_status, raw_exchange
-
-
-@pytest.fixture
-def captured_log() -> Iterator[list[str]]:
-    lines: list[str] = []
-
-    @implementer(ILogObserver)
-    def observe(event: dict[str, Any]) -> None:
-        lines.append(formatEvent(event) + " " + repr(event))
-
-    globalLogPublisher.addObserver(observe)
-    yield lines
-    globalLogPublisher.removeObserver(observe)
 
 
 @pytest_twisted.ensureDeferred

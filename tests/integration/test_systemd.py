@@ -26,7 +26,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.python.failure import Failure
 
-from vibews.testing import QueueClientProtocol, connect, free_port, twistd
+from vibews.testing import QueueClientProtocol, connect, free_port, initial_secrets, twistd
 from vibews.tokens import add_token
 
 UNITS = Path(__file__).resolve().parents[2] / "contrib" / "systemd"
@@ -83,15 +83,6 @@ def _unit_command(data: Path) -> list[str]:
     assert argv[0] == INSTALLED_TWISTD, argv
     argv[0] = shutil.which(twistd()) or twistd()
     return [str(data) if arg == "${STATE_DIRECTORY}" else arg for arg in argv]
-
-
-def _secrets(data: Path) -> dict[str, str]:
-    found = {}
-    for line in (data / "initial-tokens").read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, _, secret = line.split()
-            found[name] = secret
-    return found
 
 
 class _Process(ProcessProtocol):
@@ -284,7 +275,7 @@ async def test_unit_command_serves_clients_on_a_socket_passed_like_systemd(tmp_p
         started = await child.protocol.wait_for(rb"Site starting on (\d+)")
         assert int(started.group(1)) == port
         await child.protocol.wait_for(rb"vibews listening on systemd:domain=INET:index=0")
-        agent = await _agent(port, _secrets(data)["agent"])
+        agent = await _agent(port, initial_secrets(data)["agent"])
         # systemd runs it in / (read-only under ProtectSystem=strict): no twistd.pid written.
         assert not (tmp_path / "twistd.pid").exists()
 
@@ -297,7 +288,7 @@ async def test_unit_command_serves_clients_on_a_socket_passed_like_systemd(tmp_p
     finally:
         await child.kill()
         listener.close()
-    for secret in (*_secrets(data).values(), added):
+    for secret in (*initial_secrets(data).values(), added):
         assert secret not in child.protocol.text
 
 
@@ -347,7 +338,7 @@ async def test_memory_deny_write_execute_does_not_break_it(tmp_path: Path) -> No
     child = _start_with_inherited_socket(listener, tmp_path, data, mdwe=True)
     try:
         await child.protocol.wait_for(rb"vibews listening on")
-        agent = await _agent(port, _secrets(data)["agent"])
+        agent = await _agent(port, initial_secrets(data)["agent"])
         reply = await agent.request(
             {"type": "agent_status", "id": "s1", "payload": {"state": "working"}}, DEADLINE
         )

@@ -17,6 +17,7 @@ from vibews.testing import (
     connect,
     free_port,
     handshake_status,
+    initial_secrets,
     raw_exchange,
     upgrade_request,
 )
@@ -24,15 +25,6 @@ from vibews.timestamps import parse_rfc3339
 from vibews.tokens import add_token
 
 README = Path(__file__).resolve().parents[2] / "README.rst"
-
-
-def _secrets(data: Path) -> dict[str, str]:
-    found = {}
-    for line in (data / "initial-tokens").read_text().splitlines():
-        if line and not line.startswith("#"):
-            name, _, secret = line.split()
-            found[name] = secret
-    return found
 
 
 def _readme_start_command() -> list[str]:
@@ -62,7 +54,7 @@ async def test_readme_command_starts_with_zero_configuration(tmp_path: Path) -> 
         data = tmp_path / "vibews-data"
         for name in ("tokens", "initial-tokens"):
             assert stat.S_IMODE((data / name).stat().st_mode) == 0o600
-        secrets = _secrets(data)
+        secrets = initial_secrets(data)
         assert set(secrets) == {"agent", "dashboard"}
         assert all(re.fullmatch(r"[A-Za-z0-9_-]{43}", s) for s in secrets.values())
         assert "initial-tokens" in process.output
@@ -88,7 +80,7 @@ async def test_sigkill_right_after_acks_loses_nothing(tmp_path: Path) -> None:
     process = TwistdProcess(["--port", "0", "--data", str(data), "--rate", "0"], tmp_path)
     try:
         port = await process.started()
-        secrets = _secrets(data)
+        secrets = initial_secrets(data)
         agent = await connect(port, secrets["agent"])
         await agent.next_message()
         for i in range(300):
@@ -136,7 +128,7 @@ async def test_sighup_reloads_tokens_and_closes_revoked_connections(tmp_path: Pa
     process = TwistdProcess(["--port", "0", "--data", str(data)], tmp_path)
     try:
         port = await process.started()
-        secrets = _secrets(data)
+        secrets = initial_secrets(data)
         extra = add_token(data / "tokens", "temp-bot", "agent")
         tokens_file = data / "tokens"
         process.signal(signal.SIGHUP)
@@ -186,7 +178,7 @@ async def test_first_start_on_a_terminal_prints_the_dashboard_url_once(tmp_path:
     process = TwistdProcess(["--port", "0"], tmp_path, terminal=True)
     try:
         await process.started()
-        secrets = _secrets(tmp_path / "vibews-data")
+        secrets = initial_secrets(tmp_path / "vibews-data")
         assert process.output.count(f"#token={secrets['dashboard']}") == 1
         assert secrets["agent"] not in process.output
     finally:
@@ -209,7 +201,7 @@ async def test_sigterm_drops_a_client_that_ignores_the_close_and_exits_zero(
     process = TwistdProcess(["--port", "0", "--data", str(data), "--presence-grace", "0"], tmp_path)
     try:
         port = await process.started()
-        secrets = _secrets(data)
+        secrets = initial_secrets(data)
         dashboard = await connect(port, secrets["dashboard"])
         await dashboard.next_message()
         request = upgrade_request(headers={"Authorization": f"Bearer {secrets['agent']}"})
@@ -266,7 +258,7 @@ async def test_clean_stop_stores_agents_offline_with_the_time_they_left(tmp_path
     process = TwistdProcess(["--port", "0", "--data", str(data)], tmp_path)
     try:
         port = await process.started()
-        secrets = _secrets(data)
+        secrets = initial_secrets(data)
         agent = await connect(port, secrets["agent"])
         await agent.next_message()
         process.signal(signal.SIGTERM)
