@@ -22,6 +22,9 @@ from vibews.timestamps import is_rfc3339
 PROTOCOL_VERSION: Final = 1
 MAX_DEPTH: Final = 64
 MAX_ID_LENGTH: Final = 128
+# A question's timeout: beyond about a century the deadline is meaningless, and a JSON integer of
+# hundreds of digits would not even convert to a float.
+MAX_TIMEOUT: Final = 100 * 365 * 24 * 3600
 
 # Error codes (contract section 2).
 INVALID_JSON: Final = "invalid_json"
@@ -268,8 +271,12 @@ def _check_question(envelope: Envelope, payload: Mapping[str, Any]) -> None:
         )
     if "timeout" in payload:
         timeout = payload["timeout"]
-        if not _is_number(timeout) or not timeout > 0:
-            raise _field_error(envelope, "payload.timeout", "must be a number of seconds above 0")
+        if not _is_number(timeout) or not timeout > 0 or timeout > MAX_TIMEOUT:
+            raise _field_error(
+                envelope,
+                "payload.timeout",
+                f"must be a number of seconds above 0 and at most {MAX_TIMEOUT}",
+            )
     if "expires_at" in payload:
         expires_at = payload["expires_at"]
         if not isinstance(expires_at, str) or not is_rfc3339(expires_at):

@@ -23,7 +23,9 @@ if TYPE_CHECKING:
 
 REPLAY_PAGE = 256
 
-Done = Callable[[int], None]  # called with the cursor reached, once the catch-up is complete
+# Called once the catch-up is complete, with the cursor reached and whether history it still had
+# to send was trimmed away meanwhile (then the replay is not complete).
+Done = Callable[[int, bool], None]
 
 
 def replay(hub: Hub, session: Session, resume: Resume) -> None:
@@ -40,8 +42,9 @@ def replay(hub: Hub, session: Session, resume: Resume) -> None:
         return
     complete = resume.since >= store.oldest() - 1
 
-    def done(cursor: int) -> None:
-        session.send(protocol.resumed(resume.since, store.head(), complete, store.epoch))
+    def done(cursor: int, lost: bool) -> None:
+        whole = complete and not lost
+        session.send(protocol.resumed(resume.since, store.head(), whole, store.epoch))
 
     _catch_up(hub, session, generation, resume.since, done)
 
@@ -97,16 +100,20 @@ def _send_list(
         if session.peer.is_paused():
             hub.clock.callLater(0, _send_list, hub, session, generation, messages, index, head)
             return
-    _catch_up(hub, session, generation, head, lambda cursor: _pending_done(hub, session))
+    _catch_up(hub, session, generation, head, lambda cursor, lost: _pending_done(hub, session))
 
 
-def _catch_up(hub: Hub, session: Session, generation: int, cursor: int, done: Done) -> None:
+def _catch_up(
+    hub: Hub, session: Session, generation: int, cursor: int, done: Done, lost: bool = False
+) -> None:
     """Journal pages after ``cursor`` that this client would have been sent, then live."""
     if not session.replay_current(generation):
         return
     session.live = False
-    if _wait_writable(session, lambda: _catch_up(hub, session, generation, cursor, done)):
+    if _wait_writable(session, lambda: _catch_up(hub, session, generation, cursor, done, lost)):
         return
+    # While a slow client was paused, the history may have moved past the cursor.
+    lost = lost or hub.store.oldest() > cursor + 1
     agent = session.identity.name if session.is_agent else None
     page = hub.store.read(cursor, agent, REPLAY_PAGE)
     for message in page:
@@ -115,7 +122,7 @@ def _catch_up(hub: Hub, session: Session, generation: int, cursor: int, done: Do
         if session.peer.is_paused():
             break
     if page:
-        hub.clock.callLater(0, _catch_up, hub, session, generation, cursor, done)
+        hub.clock.callLater(0, _catch_up, hub, session, generation, cursor, done, lost)
         return
     session.live = True
-    done(cursor)
+    done(cursor, lost)

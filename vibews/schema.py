@@ -125,7 +125,10 @@ def _or_list(words: Iterable[str]) -> str:
 
 
 def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    # An int is always finite (and may be too large for a float: math.isfinite would overflow).
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 def _is_integer(value: object) -> bool:

@@ -20,7 +20,7 @@ from zope.interface import implementer
 from vibews import __version__
 from vibews.auth import Admission, Denied, Gate, HandshakeRequest
 from vibews.hub import Hub, Outgoing, Session
-from vibews.protocol import INTERNAL_ERROR, Refusal
+from vibews.protocol import INTERNAL_ERROR, Refusal, best_effort_id
 
 CLOSE_UNSUPPORTED_DATA = 1003
 CLOSE_INTERNAL_ERROR = 1011
@@ -60,15 +60,24 @@ class _WebSocketPeer:
         protocol = self._protocol
         if self._failed or protocol.state != WebSocketServerProtocol.STATE_OPEN:
             return
-        # Count what is already queued, not this message, so one large frame never trips it alone.
-        if self._paused and TRANSPORT_BUFFER + self._queued_while_paused > self._max_write_buffer:
-            self._too_slow()
+        if not self.reserve(len(message.data)):
             return
         if message.prepared is None:
             message.prepared = protocol.factory.prepareMessage(message.data)
         protocol.sendPreparedMessage(message.prepared)
+
+    def reserve(self, size: int) -> bool:
+        """Account for ``size`` bytes about to be queued; False (and the 1013 close) when the
+        client already has more than the limit waiting. Counts what is already queued, not these
+        bytes, so one large frame never trips it alone."""
+        if self._failed:
+            return False
+        if self._paused and TRANSPORT_BUFFER + self._queued_while_paused > self._max_write_buffer:
+            self._too_slow()
+            return False
         if self._paused:
-            self._queued_while_paused += len(message.data)
+            self._queued_while_paused += size
+        return True
 
     def _too_slow(self) -> None:
         self._failed = True
@@ -197,6 +206,12 @@ class VibeServerProtocol(WebSocketServerProtocol):
             return
         super().onMessageFrameBegin(length)
 
+    def onPing(self, payload: bytes) -> None:
+        """Autobahn writes pongs straight to the transport; a client that pings and never reads
+        would queue them without bound, so they count towards the slow-reader limit too."""
+        if self._peer is None or self._peer.reserve(len(payload) + 2):
+            super().onPing(payload)
+
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         if self._session is None:
             return
@@ -210,7 +225,11 @@ class VibeServerProtocol(WebSocketServerProtocol):
         except Exception:
             self._log.failure("handling a message failed")
             self._session.refuse(
-                Refusal(INTERNAL_ERROR, "the server failed to handle this message", None)
+                Refusal(
+                    INTERNAL_ERROR,
+                    "the server failed to handle this message",
+                    best_effort_id(payload),
+                )
             )
 
     def detach_session(self) -> None:

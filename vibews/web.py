@@ -22,11 +22,9 @@ from twisted.web.util import redirectTo
 
 from vibews import __version__
 from vibews.auth import Gate
+from vibews.headlimits import HeadTooLarge, RequestHeadScanner
 from vibews.server import VibeServerFactory
 from vibews.store import IStore
-
-MAX_HEADER_BYTES = 16 * 1024  # request line, headers and the final blank line
-MAX_HEADER_LINES = 100  # header lines, not counting the request line
 
 _TOO_LARGE_BODY = b"request line and headers must stay within 16 KiB and 100 header lines\n"
 _TOO_LARGE = (
@@ -54,14 +52,14 @@ class LimitedHTTPChannel(HTTPChannel):
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self._head = b""
-        self._reading_head = True
+        self._scanner = RequestHeadScanner()
         self._refused = False
         self._deadline: IDelayedCall | None = None
         self._arm_deadline()
 
     def _arm_deadline(self) -> None:
-        self._deadline = self.callLater(self.handshake_timeout, self._head_too_slow)
+        if self._deadline is None or not self._deadline.active():
+            self._deadline = self.callLater(self.handshake_timeout, self._head_too_slow)
 
     def _disarm_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
@@ -81,43 +79,32 @@ class LimitedHTTPChannel(HTTPChannel):
     def dataReceived(self, data: bytes) -> None:
         if self._refused:
             return
-        if self._reading_head and not self._check_head(data):
+        try:
+            completed = self._scanner.feed(data)
+        except HeadTooLarge as too_large:
+            self._refuse_head(too_large)
             return
+        if self._scanner.partial:
+            self._arm_deadline()  # a (pipelined) head has begun: it has its deadline
+        elif completed:
+            self._disarm_deadline()
         super().dataReceived(data)
 
-    def _check_head(self, data: bytes) -> bool:
-        self._head += data
-        ends = [i + len(m) for m in (b"\r\n\r\n", b"\n\n") if (i := self._head.find(m)) >= 0]
-        head = self._head[: min(ends)] if ends else self._head
-        # Lines in the head: every newline but the request line's and the final blank line's.
-        header_lines = head.count(b"\n") - (2 if ends else 1)
-        if len(head) > MAX_HEADER_BYTES or header_lines > MAX_HEADER_LINES:
-            self._refuse_head(len(head), header_lines)
-            return False
-        if ends:
-            self._reading_head = False
-            self._head = b""
-            self._disarm_deadline()
-        return True
-
-    def _refuse_head(self, size: int, lines: int) -> None:
+    def _refuse_head(self, too_large: HeadTooLarge) -> None:
         self._refused = True
         self._disarm_deadline()
         _log.info(
             "refused a request head of {size}+ bytes, {lines}+ header lines: too large",
-            size=size,
-            lines=lines,
+            size=too_large.size,
+            lines=too_large.lines,
         )
         self.transport.write(_TOO_LARGE)
         self.transport.loseConnection()
 
     def requestDone(self, request: Request) -> None:
         super().requestDone(request)
-        # A keep-alive connection gets a fresh deadline for its next request head.
+        # A keep-alive connection gets a deadline for its next request head.
         if self.transport is not None and not self._refused:
-            self._reading_head = True
-            self._head = b""
-            self._disarm_deadline()
             self._arm_deadline()
 
     def connectionLost(self, reason: Failure = _CONNECTION_DONE) -> None:
