@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
+from hypothesis import settings
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from zope.interface import implementer
 
 from vibews.testing import RunningServer, start_server
+
+# In CI the property tests run the same examples every time (a landing must not depend on luck);
+# on a developer's machine they explore new ones on every run.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @pytest_twisted.async_yield_fixture
