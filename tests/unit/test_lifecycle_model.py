@@ -212,7 +212,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.clock.advance(START)
         self.failure_log = FailureLog()
         globalLogPublisher.addObserver(self.failure_log)
-        self.store = SQLiteStore(self.path, self.clock)
+        self.store = SQLiteStore(self.path, self.clock, durability="process")
         self.hub = self._new_hub()
         self.questions: dict[str, ModelQuestion] = {}
         self.conns: dict[str, Conn | None] = dict.fromkeys(CLIENTS)
@@ -652,15 +652,15 @@ class LifecycleMachine(RuleBasedStateMachine):
         agent.session.receive(json.dumps({"type": "ack", "seq": seq}).encode())
         self._settle()
 
-    @rule(seconds=STEPS, to_next_timer=st.booleans())
-    def time_passes(self, seconds: float, to_next_timer: bool) -> None:
-        """``seconds`` pass, or (``to_next_timer``) exactly the time to the next deadline or claim
-        end, to meet it on the dot."""
+    @rule(seconds=STEPS, aim=st.sampled_from([None, "at", "before"]))
+    def time_passes(self, seconds: float, aim: str | None) -> None:
+        """``seconds`` pass; or time runs exactly to the next deadline or claim end (``at``), to
+        meet it on the dot, or to a quarter second before it (``before``), to act just in time."""
         timers = [q.deadline for q in self.questions.values() if q.state == OPEN and q.deadline]
         timers += [q.claim.until for q in self.questions.values() if q.claim is not None]
-        if to_next_timer and timers:
-            seconds = min(timers) - self._now()
-            assert seconds > 0, "a timer that fell due was not run"
+        if aim is not None and timers:
+            assert min(timers) > self._now(), "a timer that fell due was not run"
+            seconds = min(timers) - self._now() - (0.25 if aim == "before" else 0.0)
         note(f"{seconds} s pass")
         self._time_passes(self._now() + seconds)
         self._settle(seconds)
@@ -694,7 +694,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.store.close()
         # A crashed hub's timers still fire: they find the store closed and store nothing.
         self.clock.advance(down)
-        self.store = SQLiteStore(self.path, self.clock)
+        self.store = SQLiteStore(self.path, self.clock, durability="process")
         self.hub = self._new_hub()
         started = self.hub.start()
         self.clock.advance(0)
