@@ -34,7 +34,6 @@ from vibews.testing import (
     TwistdProcess,
     connect,
     initial_secrets,
-    start_server,
 )
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -49,6 +48,7 @@ CHROMIUM_ARGS = [
     "--disable-quic",
 ]
 WAIT_MS = 15_000  # how long the browser side waits for something to show
+expect.set_options(timeout=WAIT_MS)
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "embedded_app.py"
 
 # In CI a missing browser is a failure; elsewhere the browser tests are skipped with a reason.
@@ -397,26 +397,19 @@ def _load_example() -> Any:
     return module
 
 
-@pytest_twisted.async_yield_fixture
-async def hub(tmp_path: Path) -> Any:
-    running = await start_server(tmp_path / "data", presence_grace=1)
-    yield running
-    await running.stop()
-
-
 def dashboard_url(server: RunningServer, token: str | None = None) -> str:
     return f"http://127.0.0.1:{server.port}/#token={token or server.dashboard_token}"
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_wrong_token_shows_a_clear_message_and_another_can_be_entered(
-    ui: BrowserThread, hub: RunningServer
+    ui: BrowserThread, server: RunningServer
 ) -> None:
     """A token the server refuses (the handshake gets 401, which a browser cannot see) is reported
     as refused while the server is reachable, not as a blank page or an endless spinner; the token
     form then takes the right token, and the page goes live."""
     wrong = "A" * 43
-    opened = await ui(lambda: open_page(ui.browser, dashboard_url(hub, wrong)))
+    opened = await ui(lambda: open_page(ui.browser, dashboard_url(server, wrong)))
     page = opened.page
     await ui(
         lambda: expect(page.locator("#token-message")).to_contain_text(
@@ -427,11 +420,12 @@ async def test_a_wrong_token_shows_a_clear_message_and_another_can_be_entered(
         lambda: expect(page.locator("#connection")).to_have_attribute("data-state", "rejected")
     )
     await ui(lambda: expect(page.get_by_label("Dashboard token", exact=True)).to_be_focused())
+    await ui(lambda: expect(page.locator("main")).to_be_hidden())  # nothing stale, nothing empty
     # It gave up after the refusals instead of hammering the server.
     attempts = [url for url in opened.requested if url.endswith("/ws")]
     assert len(attempts) == 2, attempts
 
-    await ui(lambda: page.get_by_label("Dashboard token", exact=True).fill(hub.dashboard_token))
+    await ui(lambda: page.get_by_label("Dashboard token", exact=True).fill(server.dashboard_token))
     await ui(lambda: page.get_by_role("button", name="Connect").click())
     await ui(
         lambda: expect(page.locator("#connection")).to_have_attribute(
@@ -441,14 +435,14 @@ async def test_a_wrong_token_shows_a_clear_message_and_another_can_be_entered(
     await ui(lambda: expect(page.locator("#token-panel")).to_be_hidden())
 
     # An agent's token is a valid token, but not for a dashboard: said so.
-    other = await ui(lambda: open_page(ui.browser, dashboard_url(hub, hub.agent_token)))
+    other = await ui(lambda: open_page(ui.browser, dashboard_url(server, server.agent_token)))
     await ui(
         lambda: expect(other.page.locator("#token-message")).to_contain_text(
             "is an agent token; the dashboard needs a dashboard token", timeout=WAIT_MS
         )
     )
     # No token at all: the form, with a word on where to find one.
-    bare = await ui(lambda: open_page(ui.browser, f"http://127.0.0.1:{hub.port}/"))
+    bare = await ui(lambda: open_page(ui.browser, f"http://127.0.0.1:{server.port}/"))
     await ui(lambda: expect(bare.page.locator("#token-message")).to_contain_text("#token="))
     for context in (opened.context, other.context, bare.context):
         await ui(context.close)
@@ -456,23 +450,23 @@ async def test_a_wrong_token_shows_a_clear_message_and_another_can_be_entered(
 
 @pytest_twisted.ensureDeferred
 async def test_the_token_leaves_the_address_bar_and_is_never_in_a_url(
-    ui: BrowserThread, hub: RunningServer, captured_log: list[str]
+    ui: BrowserThread, server: RunningServer, captured_log: list[str]
 ) -> None:
     """The #token= fragment is moved to sessionStorage and removed from the address bar at once;
     no request the page makes (page, assets, healthz, WebSocket) carries it in its URL, and the
     server's log never shows it. The WebSocket presents it as the vibews.token. subprotocol."""
-    token = hub.dashboard_token
-    opened = await ui(lambda: open_page(ui.browser, dashboard_url(hub)))
+    token = server.dashboard_token
+    opened = await ui(lambda: open_page(ui.browser, dashboard_url(server)))
     page = opened.page
     await ui(
         lambda: expect(page.locator("#connection")).to_have_attribute(
             "data-state", "live", timeout=WAIT_MS
         )
     )
-    assert page.url == f"http://127.0.0.1:{hub.port}/"
+    assert page.url == f"http://127.0.0.1:{server.port}/"
     stored = await ui(lambda: page.evaluate("Object.values(sessionStorage)"))
     assert stored == [token]
-    assert f"ws://127.0.0.1:{hub.port}/ws" in opened.requested
+    assert f"ws://127.0.0.1:{server.port}/ws" in opened.requested
     assert all(token not in url for url in opened.requested), opened.requested
     welcome = opened.received("welcome")[0]["payload"]
     assert (welcome["name"], welcome["role"]) == ("dashboard", "dashboard")
@@ -483,7 +477,7 @@ async def test_the_token_leaves_the_address_bar_and_is_never_in_a_url(
             "data-state", "live", timeout=WAIT_MS
         )
     )
-    assert page.url == f"http://127.0.0.1:{hub.port}/"
+    assert page.url == f"http://127.0.0.1:{server.port}/"
     assert all(token not in url for url in opened.requested)
     assert all(token not in line for line in captured_log)
     assert any('"GET / HTTP/1.1" 200' in line for line in captured_log), "no access log seen"
@@ -495,11 +489,11 @@ XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 
 @pytest_twisted.ensureDeferred
 async def test_what_agents_send_is_shown_as_text_never_as_markup(
-    ui: BrowserThread, hub: RunningServer
+    ui: BrowserThread, server: RunningServer
 ) -> None:
     """Markup in everything an agent controls (status, task, question text, options, schema titles)
     appears literally, as text; nothing of it becomes an element or runs."""
-    agent = await hub.agent()
+    agent = await server.agent()
     for message in (
         {"type": "agent_status", "id": "s", "payload": {"state": "<b>st</b>", "detail": XSS}},
         {"type": "task_update", "id": "t", "payload": {"task_id": XSS, "status": "<i>s</i>"}},
@@ -518,7 +512,7 @@ async def test_what_agents_send_is_shown_as_text_never_as_markup(
             },
         },
     )
-    opened = await ui(lambda: open_page(ui.browser, dashboard_url(hub)))
+    opened = await ui(lambda: open_page(ui.browser, dashboard_url(server)))
     page = opened.page
     await ui(lambda: expect(page.locator("#questions article")).to_have_count(2, timeout=WAIT_MS))
     await ui(lambda: expect(card(page, "q-x").locator(".question-text")).to_have_text(XSS))
@@ -540,18 +534,18 @@ async def test_what_agents_send_is_shown_as_text_never_as_markup(
 
 @pytest_twisted.ensureDeferred
 async def test_keyboard_only_answering_at_phone_width(
-    ui: BrowserThread, hub: RunningServer
+    ui: BrowserThread, server: RunningServer
 ) -> None:
     """At 375 px, with the keyboard only: the skip link leads to the questions, Tab reaches the
     first option (with a visible focus ring), Enter answers; the focus then moves on to the next
     question, whose text box is answered with Ctrl+Enter. Nothing is wider than the screen."""
-    agent = await hub.agent()
+    agent = await server.agent()
     await ask(agent, "q-1", text="Merge the branch?", options=["merge", "wait"], urgency="high")
     await ask(agent, "q-2", text="Name for the release?")
     opened = await ui(
         lambda: open_page(
             ui.browser,
-            dashboard_url(hub),
+            dashboard_url(server),
             viewport={"width": 375, "height": 740},
             is_mobile=True,
             has_touch=True,

@@ -1,6 +1,6 @@
 // Getting a person's attention for a new question: a browser notification (only once they allowed
 // it, by pressing the button: browsers ask only in answer to a click) and a mark in the tab title,
-// which stays until they come back to the page.
+// which stays until they come back to the tab, or click or type on the page.
 
 const BASE_TITLE = "vibews dashboard";
 
@@ -23,7 +23,7 @@ export class Alerts {
       }
     };
     document.addEventListener("visibilitychange", seen);
-    for (const type of ["focus", "pointerdown", "keydown"]) {
+    for (const type of ["pointerdown", "keydown"]) {
       window.addEventListener(type, seen, true);
     }
   }

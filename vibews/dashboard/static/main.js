@@ -40,6 +40,7 @@ const session = new Session({
     }
   },
   welcomed(welcome) {
+    page.main.hidden = false;
     page.identity.textContent = `Signed in as ${welcome.name} · ${welcome.server ?? "vibews"}`;
     page.signOut.hidden = false;
   },
@@ -102,6 +103,7 @@ function setState(details) {
 }
 
 function showTokenPanel(message) {
+  page.main.hidden = true; // what it showed may be stale, or there is nothing to show yet
   page.tokenMessage.textContent = message;
   page.tokenPanel.hidden = false;
   page.tokenInput.value = "";
