@@ -16,6 +16,7 @@ import json
 import os
 import re
 import signal
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
@@ -35,6 +36,7 @@ from vibews.testing import (
     connect,
     initial_secrets,
 )
+from vibews.timestamps import format_rfc3339
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -617,3 +619,86 @@ async def test_the_page_works_under_a_prefix(ui: BrowserThread, tmp_path: Path) 
         stopped = app.service.stopService()
         if isinstance(stopped, Deferred):
             await stopped
+
+
+@pytest_twisted.ensureDeferred
+async def test_countdowns_to_deadlines_and_an_expiring_question(
+    ui: BrowserThread, server: RunningServer
+) -> None:
+    """Open questions count down to their deadline (exactly with expires_at, "about" with timeout,
+    which is counted from when the server received the question); when the server expires one,
+    the page moves it from the open questions to the closed ones, marked expired unanswered."""
+    agent = await server.agent()
+    opened = await ui(lambda: open_page(ui.browser, dashboard_url(server)))
+    page = opened.page
+    await ui(lambda: goes_live(page))
+    in_an_hour = format_rfc3339(time.time() + 3600)
+    await ask(agent, "q-exact", text="Approve the budget?", expires_at=in_an_hour)
+    await ask(agent, "q-later", text="Rotate the keys?", timeout=600)
+    await ask(agent, "q-soon", text="Quick: retry the flaky job?", timeout=1)
+    await ui(
+        lambda: expect(card(page, "q-exact")).to_contain_text(
+            re.compile(r"expires in (1 h 00 min|59:\d\d)")
+        )
+    )
+    await ui(
+        lambda: expect(card(page, "q-later")).to_contain_text(
+            re.compile(r"expires in about (10:00|[0-9]:\d\d)")
+        )
+    )
+    await ui(
+        lambda: expect(closed(page, "q-soon").locator(".receipt")).to_have_text(
+            "expired unanswered"
+        )
+    )
+    await ui(lambda: expect(card(page, "q-soon")).to_have_count(0))
+    await ui(lambda: expect(page.locator("#feed")).to_contain_text("expired"))
+    await ui(opened.context.close)
+
+
+@pytest_twisted.ensureDeferred
+async def test_another_history_means_a_fresh_snapshot_not_a_resume(
+    ui: BrowserThread, tmp_path: Path
+) -> None:
+    """A server restarted on a new data directory (same tokens, same port) has another epoch: the
+    page does not resume from a seq of the old history; it rebuilds from the new snapshot, so a
+    question of the old store disappears and one of the new store shows."""
+    tokens = tmp_path / "tokens"
+    first = TwistdProcess(
+        ["--port", "0", "--data", str(tmp_path / "old"), "--tokens", str(tokens)], tmp_path
+    )
+    second: TwistdProcess | None = None
+    try:
+        port = await first.started()
+        secrets = initial_secrets(tmp_path / "old")
+        agent = await agent_connects(port, secrets["agent"])
+        await ask(agent, "q-old", text="From the old store?")
+        url = f"http://127.0.0.1:{port}/#token={secrets['dashboard']}"
+        opened = await ui(lambda: open_page(ui.browser, url))
+        await ui(lambda: expect(card(opened.page, "q-old")).to_be_visible())
+        first.signal(signal.SIGTERM)
+        assert await first.ended() == 0
+        await ui(
+            lambda: expect(opened.page.locator("#connection")).not_to_have_attribute(
+                "data-state", "live"
+            )
+        )
+
+        second = TwistdProcess(
+            ["--port", str(port), "--data", str(tmp_path / "new"), "--tokens", str(tokens)],
+            tmp_path,
+        )
+        await second.started()
+        agent = await agent_connects(port, secrets["agent"])
+        await ask(agent, "q-new", text="From the new store?")
+        await ui(lambda: expect(card(opened.page, "q-new")).to_be_visible())
+        await ui(lambda: expect(card(opened.page, "q-old")).to_have_count(0))
+        epochs = {w["payload"]["epoch"] for w in opened.received("welcome")}
+        assert len(epochs) == 2
+        assert opened.sent("resume") == []
+        await ui(opened.context.close)
+    finally:
+        await first.kill()
+        if second is not None:
+            second.signal(signal.SIGTERM)
+            await second.ended()
