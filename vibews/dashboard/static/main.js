@@ -49,7 +49,6 @@ const session = new Session({
       questions.replied(questionId, reply);
     }
   },
-  caughtUp() {},
   wrongRole(welcome) {
     connection.stop();
     showTokenPanel(`“${welcome.name}” is an ${welcome.role} token; the dashboard needs a dashboard token.`);

@@ -4,6 +4,9 @@
 import { parseTime } from "./time.js";
 
 const URGENCY_RANK = { high: 0, normal: 1, low: 2 };
+// Closed questions kept (the snapshot may list every one within a long history; the page shows
+// the most recent few, and a question that has left the page needs no more updates).
+const CLOSED_KEPT = 100;
 
 function rankOf(question) {
   return URGENCY_RANK[question.message.payload?.urgency] ?? URGENCY_RANK.normal;
@@ -68,6 +71,17 @@ export class Model {
         order: message.seq,
       });
     }
+    this.pruneClosed();
+  }
+
+  pruneClosed() {
+    const closed = [...this.questions.values()].filter((q) => q.state !== "open");
+    if (closed.length > CLOSED_KEPT) {
+      closed.sort((a, b) => b.order - a.order);
+      for (const question of closed.slice(CLOSED_KEPT)) {
+        this.questions.delete(question.message.id);
+      }
+    }
   }
 
   // Apply one stored message (it has a seq). Returns the question it concerns, if any.
@@ -115,6 +129,7 @@ export class Model {
           question.state = payload.reason ?? "answered";
           question.claim = null;
           question.order = message.seq;
+          this.pruneClosed();
         }
         return question ?? null;
       }

@@ -17,7 +17,7 @@ function randomId(prefix) {
 
 export class Session {
   // listeners: changed(), applied(message, question, live), welcomed(welcome),
-  //            replied(kind, questionId, reply), caughtUp(), wrongRole(welcome), state(details)
+  //            replied(kind, questionId, reply), wrongRole(welcome), state(details)
   constructor(listeners) {
     this.listeners = listeners;
     this.model = new Model();
@@ -102,7 +102,6 @@ export class Session {
     for (const entry of this.outbox.values()) {
       this.connection.send(entry.message);
     }
-    this.listeners.caughtUp();
   }
 
   forget() {
