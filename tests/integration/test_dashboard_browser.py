@@ -209,8 +209,9 @@ async def test_answer_from_the_page_and_catch_up_after_a_server_crash(
     click and one with a filled form (typing claims it: page B shows who is answering); the agent
     receives exactly those answers; page B sees both questions close, then the receipts once the
     agent acks. The server is killed (SIGKILL) and restarted on the same data and port: the page
-    shows the lost connection, reconnects by itself, resumes from the last seq and epoch it saw,
-    and shows what was stored meanwhile (the agent marked offline at start-up, a new question)."""
+    shows the lost connection, keeps an answer given meanwhile, reconnects by itself, resumes from
+    the last seq and epoch it saw, sends the answer, and shows what was stored meanwhile (the agent
+    marked offline at start-up, a new question)."""
     data = tmp_path / "data"
     first = TwistdProcess(["--port", "0", "--data", str(data), "--presence-grace", "1"], tmp_path)
     second: TwistdProcess | None = None
@@ -338,6 +339,8 @@ async def test_answer_from_the_page_and_catch_up_after_a_server_crash(
                 "delivered at", timeout=WAIT_MS
             )
         )
+        await ask(agent, "q-down", text="Carry on after the crash?", options=["carry on"])
+        await ui(lambda: expect(card(page_a, "q-down")).to_be_visible(timeout=WAIT_MS))
         # The newest seq page A applied before the crash, and the history it came from.
         seen_before_crash = max(f["seq"] for _, f in a.frames if isinstance(f.get("seq"), int))
         epoch = a.received("welcome")[0]["payload"]["epoch"]
@@ -349,11 +352,23 @@ async def test_answer_from_the_page_and_catch_up_after_a_server_crash(
             )
         )
 
+        # Answered while the server is down: the answer waits in the page and goes out on its own.
+        await ui(lambda: card(page_a, "q-down").get_by_role("button", name="carry on").click())
+        await ui(
+            lambda: expect(card(page_a, "q-down").locator(".sending")).to_have_text("Sending…")
+        )
+
         second = TwistdProcess(
             ["--port", str(port), "--data", str(data), "--presence-grace", "1"], tmp_path
         )
         await second.started()
         agent = await agent_connects(port, secrets["agent"])
+        answer_down = await agent.next_of("answer", timeout=WAIT_MS / 1000 * 2)
+        assert answer_down["payload"] == {
+            "question_id": "q-down",
+            "action": "accept",
+            "text": "carry on",
+        }
         await ask(
             agent,
             "q-after",
