@@ -155,6 +155,7 @@ setInterval(() => {
   const now = Date.now();
   questions.tick(now);
   renderAgents($("agents"), $("no-agents"), session.model.agents, now);
+  renderTasks($("tasks"), $("no-tasks"), session.model.tasks, now);
 }, 1000);
 
 const token = takeToken();
