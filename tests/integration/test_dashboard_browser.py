@@ -35,6 +35,7 @@ from vibews.testing import (
     TwistdProcess,
     connect,
     initial_secrets,
+    start_server,
 )
 from vibews.timestamps import format_rfc3339
 
@@ -244,7 +245,7 @@ async def test_answer_from_the_page_and_catch_up_after_a_server_crash(
             await ui(partial(goes_live, page))
         await ui(
             lambda: expect(page_a.locator('#agents li[data-agent="agent"]')).to_contain_text(
-                "online", timeout=WAIT_MS
+                re.compile(r"online.*online since"), timeout=WAIT_MS
             )
         )
         await ui(lambda: expect(page_a.locator("#agents")).to_contain_text("working: tests"))
@@ -381,6 +382,7 @@ async def test_answer_from_the_page_and_catch_up_after_a_server_crash(
             expect(card(page, "q-after")).to_be_visible(timeout=WAIT_MS)
             # Stored at start-up while no page was connected: the dead process left it online.
             expect(page.locator("#feed")).to_contain_text("agent is offline", timeout=WAIT_MS)
+            expect(page.locator('#agents li[data-agent="agent"]')).to_contain_text("online since")
 
         for page in (page_a, page_b):
             await ui(partial(caught_up, page))
@@ -717,3 +719,22 @@ async def test_another_history_means_a_fresh_snapshot_not_a_resume(
         if second is not None:
             second.signal(signal.SIGTERM)
             await second.ended()
+
+
+@pytest_twisted.ensureDeferred
+async def test_agents_online_then_offline_with_last_seen(ui: BrowserThread, tmp_path: Path) -> None:
+    """An agent that never connected says so; one that connects shows online since when; when it
+    goes (after the presence grace) it shows offline, last seen, and the feed says it left."""
+    running = await start_server(tmp_path / "data", presence_grace=0.5)
+    try:
+        opened = await ui(lambda: open_page(ui.browser, dashboard_url(running)))
+        row = opened.page.locator('#agents li[data-agent="agent"]')
+        await ui(lambda: expect(row).to_contain_text(re.compile(r"offline.*never connected")))
+        agent = await running.agent()
+        await ui(lambda: expect(row).to_contain_text(re.compile(r"online.*online since")))
+        agent.disconnect()
+        await ui(lambda: expect(row).to_contain_text(re.compile(r"offline.*last seen")))
+        await ui(lambda: expect(opened.page.locator("#feed")).to_contain_text("agent is offline"))
+        await ui(opened.context.close)
+    finally:
+        await running.stop()
