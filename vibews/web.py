@@ -1,7 +1,8 @@
 """One port for HTTP and WebSocket: the twisted.web site, its resources, and the handshake limits.
 
-The WebSocket upgrade happens at ``/`` and ``/ws``; ``/healthz`` reports the store. Later parts (the
-dashboard page, ``/metrics``) are more resources on the same :class:`RootResource`.
+The WebSocket upgrade happens at ``/`` and ``/ws``; ``/healthz`` reports the store; a plain ``GET /``
+is the dashboard page, whose assets are under ``/dashboard/`` (:mod:`vibews.dashboard`). ``/metrics``
+is one more resource on the same :class:`RootResource`.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from twisted.web.resource import IResource, Resource
 from twisted.web.server import Site
 from twisted.web.util import redirectTo
 
-from vibews import __version__
 from vibews.auth import Gate
+from vibews.dashboard import ASSETS, dashboard_resources
 from vibews.headlimits import HeadTooLarge, RequestHeadScanner
 from vibews.server import VibeServerFactory
 from vibews.store import IStore
@@ -149,17 +150,6 @@ class HealthResource(Resource):
         return json.dumps({"status": "unavailable", "store": problem}).encode()
 
 
-_PLACEHOLDER = f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>vibews</title>
-<meta name="viewport" content="width=device-width, initial-scale=1"></head>
-<body><h1>vibews {__version__}</h1>
-<p>This is a vibews hub. Connect a WebSocket client to this address (or <code>/ws</code>) with a token:
-<code>Authorization: Bearer &lt;token&gt;</code>, or the subprotocols
-<code>vibews.v1</code> and <code>vibews.token.&lt;token&gt;</code>.</p>
-<p>Health: <a href="healthz">healthz</a></p></body></html>
-""".encode()
-
-
 def _exact(request: Any) -> bool:
     """Leaf resources answer their own path only (a trailing slash allowed), not any path below."""
     return request.postpath in ([], [b""])
@@ -209,21 +199,16 @@ class _NoDashboard(Resource):
         )
 
 
-class PlaceholderPage(Resource):
-    isLeaf = True
-
-    def render_GET(self, request: Request) -> bytes:
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return _PLACEHOLDER
-
-
 class RootResource(Resource):
-    """The site's root. More resources (``metrics``, dashboard assets) are added with putChild."""
+    """The site's root. More resources (``metrics``) are added with putChild."""
 
     def __init__(self, factory: VibeServerFactory, store: IStore, dashboard: bool) -> None:
         super().__init__()
         websocket = WebSocketResource(factory)
-        page = PlaceholderPage() if dashboard else _NoDashboard()
+        page: IResource = _NoDashboard()
+        if dashboard:
+            page, assets = dashboard_resources()
+            self.putChild(ASSETS, assets)
         self.putChild(b"", WebSocketEntry(websocket, factory.gate, page))
         self.putChild(b"ws", WebSocketEntry(websocket, factory.gate, None))
         self.putChild(b"healthz", HealthResource(store))
