@@ -24,4 +24,4 @@ async def redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
 
 @pytest.fixture
 def tokens(tmp_path: Path) -> ClusterTokens:
-    return ClusterTokens.create(tmp_path / "tokens", agents=("agent2",))
+    return ClusterTokens.create(tmp_path / "tokens", agents=("agent2", "agent3"))

@@ -527,17 +527,27 @@ class RedisStore(SQLiteStore):
         if self._in_flight is not flight:
             return
         self._in_flight = None
-        if failure.check(txredisapi.ScriptDoesNotExist):  # Redis restarted without its scripts
-            self._commit_sha = ""
-            self._redis.script_load(COMMIT_SCRIPT).addCallback(self._script_loaded)
+        if failure.check(txredisapi.ScriptDoesNotExist):
+            # Redis restarted (its script cache is empty) and nothing was written: load the
+            # script again and run the batch once more.
+            self._queue[:0] = flight.batch
+            loading = self._redis.script_load(COMMIT_SCRIPT)
+            loading.addCallback(self._script_loaded)
+            loading.addErrback(self._script_failed)
+            return
         reason = f"redis commit failed: {failure.getErrorMessage()}"
-        self._problem = reason
+        if not failure.check(txredisapi.ConnectionError):
+            self._problem = reason  # Redis answered, and refused: until a commit succeeds
         _log.error("redis commit failed, batch refused as unavailable: {error}", error=reason)
         self._fail(flight.batch, StoreUnavailable(reason))
         self._schedule()
 
     def _script_loaded(self, sha: str) -> None:
         self._commit_sha = sha
+        self._schedule()
+
+    def _script_failed(self, failure: Failure) -> None:
+        self._refuse_queue(f"redis unavailable: {failure.getErrorMessage()}")
 
     def _finish(self, flight: _InFlight) -> None:
         self._in_flight = None
@@ -560,7 +570,6 @@ class RedisStore(SQLiteStore):
 
     def _refuse_queue(self, reason: str) -> None:
         batch, self._queue = self._queue, []
-        self._problem = reason
         self._fail(batch, StoreUnavailable(reason))
 
     # -- applying commits -------------------------------------------------------------------------
@@ -638,7 +647,7 @@ class RedisStore(SQLiteStore):
     def _tail_failed(self, failure: Failure) -> None:
         if self._closed:
             return
-        self._problem = f"redis unavailable: {failure.getErrorMessage()}"
+        _log.debug("tailing redis failed: {error}", error=failure.getErrorMessage())
         self._tail_call = self._clock.callLater(0.2, self._tail)
 
     def _resync(self, version: int) -> None:
