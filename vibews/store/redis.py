@@ -313,6 +313,7 @@ class RedisStore(SQLiteStore):
             for name in ("version", "head", "journal", "commits", "epoch", *TABLES)
         }
         self._version = 0
+        self.conflicts = 0  # batches run again because another node committed first
         self._loaded = False
         self._problem: str | None = "connecting to redis"
         self._in_flight: _InFlight | None = None
@@ -511,6 +512,7 @@ class RedisStore(SQLiteStore):
             return  # the tail already applied it and fired the batch
         if not ok:
             # Another node committed first: run the batch again on the state it made.
+            self.conflicts += 1
             self._in_flight = None
             self._queue[:0] = flight.batch
             self._wait_version = version

@@ -1,0 +1,123 @@
+"""What only the Redis store does: several stores (nodes) on one Redis commit in one order, each
+sees the others' commits, and a Redis that is away refuses writes instead of acking them."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_twisted
+from twisted.internet.defer import DeferredList
+from twisted.internet.task import deferLater
+
+from vibews.store import IStoreTransaction, StoredMessage, StoreUnavailable
+from vibews.store.redis import RedisAddress, RedisStore
+from vibews.testing_cluster import RedisProcess
+
+
+def _append(sender: str, message_id: str) -> Any:
+    def work(txn: IStoreTransaction) -> StoredMessage:
+        if txn.find_duplicate(sender, message_id) is not None:
+            raise ValueError("duplicate")
+        return txn.append("s", sender, message_id, None, lambda seq: {"seq": seq})
+
+    return work
+
+
+@pytest_twisted.async_yield_fixture
+async def pair(redis: RedisProcess) -> AsyncIterator[tuple[RedisStore, RedisStore]]:
+    from twisted.internet import reactor
+
+    stores = (RedisStore(redis.url, reactor), RedisStore(redis.url, reactor))
+    for store in stores:
+        await store.open()
+    yield stores
+    for store in stores:
+        await store.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_racing_nodes_share_one_gapless_seq(pair: tuple[RedisStore, RedisStore]) -> None:
+    """Both nodes write in the same turns: every commit is decided on the latest state (the loser
+    of a race runs its batch again), so the seqs are one sequence and each node's mirror has all
+    of them, in the same order."""
+    from twisted.internet import reactor
+
+    a, b = pair
+    foreign: dict[str, list[int]] = {"a": [], "b": []}
+    a.on_foreign = lambda messages, _: foreign["a"].extend(m.seq for m in messages)
+    b.on_foreign = lambda messages, _: foreign["b"].extend(m.seq for m in messages)
+    results: list[tuple[bool, Any]] = []
+    for i in range(30):  # each round both nodes start from the same state: one must lose
+        results += await DeferredList(
+            [a.transact(_append("x", f"a{i}")), b.transact(_append("x", f"b{i}"))],
+            consumeErrors=True,
+        )
+    assert a.conflicts + b.conflicts >= 1
+    seqs = sorted(r.seq for ok, r in results if ok)
+    assert len(seqs) == 60 and seqs == list(range(1, 61))
+    while a.head() < 60 or b.head() < 60:  # the tails catch up; bounded by the test timeout
+        await deferLater(reactor, 0.01, lambda: None)
+    assert [m.data for m in a.read(0, None, 100)] == [m.data for m in b.read(0, None, 100)]
+    mine_a = {r.seq for ok, r in results[0::2] if ok}
+    assert sorted(foreign["a"]) == sorted(set(range(1, 61)) - mine_a)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_duplicate_written_on_two_nodes_at_once_is_stored_once(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    """The same sender and id arriving on two nodes in the same turn: one wins, the other's batch
+    is re-run and finds the duplicate."""
+    a, b = pair
+    results = await DeferredList(
+        [a.transact(_append("x", "same")), b.transact(_append("x", "same"))], consumeErrors=True
+    )
+    outcomes = sorted(ok for ok, _ in results)
+    assert outcomes == [False, True]
+    failed = next(r for ok, r in results if not ok)
+    assert failed.check(ValueError)
+
+
+@pytest_twisted.ensureDeferred
+async def test_redis_away_refuses_writes_and_healthz_problem(redis: RedisProcess) -> None:
+    from twisted.internet import reactor
+
+    store = RedisStore(redis.url, reactor)
+    await store.open()
+    try:
+        assert store.problem() is None
+        await redis.stop(signal.SIGKILL)
+        with pytest.raises(StoreUnavailable):
+            await store.transact(_append("x", "1"))
+        assert store.problem() == "redis is not reachable"
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:6380/2", RedisAddress("127.0.0.1", 6380, 2, None, False)),
+        ("redis://localhost", RedisAddress("localhost", 6379, 0, None, False)),
+        ("rediss://:s%40cret@h:1/0", RedisAddress("h", 1, 0, "s@cret", True)),
+    ],
+)
+def test_redis_urls(url: str, expected: RedisAddress) -> None:
+    assert RedisAddress.parse(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("http://127.0.0.1:6379/0", "expected redis://"),
+        ("redis:///0", "no host"),
+        ("redis://h:port/0", "bad port"),
+        ("redis://h:1/zero", "bad port or database"),
+    ],
+)
+def test_bad_redis_urls_say_why(url: str, error: str) -> None:
+    with pytest.raises(ValueError, match=error):
+        RedisAddress.parse(url)
