@@ -454,15 +454,24 @@ class RedisStore(SQLiteStore):
         batch, self._queue = self._queue, []
         head_before, oldest_before = self._head, self._oldest
         outcomes: list[Any] = []
-        self._db.execute("BEGIN")
         try:
+            self._db.execute("BEGIN")
             txn = ClusterTransaction(self)
             for work, _ in batch:
                 outcomes.append(self._run_one(work, txn))
             ops = self._ops(txn, head_before)
+        except sqlite3.Error as error:
+            ops = None
+            _log.error("the mirror failed a batch: {error}", error=str(error))
         finally:
-            self._db.execute("ROLLBACK")
+            # The mirror only changes by applying commits: what the batch wrote is undone here.
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             new_head, self._head, self._oldest = self._head, head_before, oldest_before
+        if ops is None:
+            self._fail(batch, StoreUnavailable("the store failed this batch; retry later"))
+            self._schedule()
+            return
         if not ops:
             # Nothing to write (duplicates, refusals, no-op transitions): the answers rest on
             # state Redis already confirmed.
