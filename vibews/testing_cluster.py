@@ -53,14 +53,19 @@ class RedisProcess:
     """``redis-server`` with an append-only file fsynced on every write (what makes an ack durable),
     its files in ``directory``; it can be stopped and started again on the same port and files."""
 
-    def __init__(self, directory: Path, port: int | None = None) -> None:
+    def __init__(
+        self, directory: Path, port: int | None = None, tls: tuple[Path, Path] | None = None
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.tls = tls  # (certificate, key): serve TLS only, on ``port``
         self._output: _Output | None = None
         self._process: Any = None
 
     @property
     def url(self) -> str:
+        if self.tls is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls[0]}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     async def start(self, timeout: float = 20) -> None:
@@ -72,7 +77,7 @@ class RedisProcess:
         args = [
             binary,
             "--port",
-            str(self.port),
+            str(self.port) if self.tls is None else "0",
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -88,6 +93,10 @@ class RedisProcess:
             "--protected-mode",
             "yes",
         ]
+        if self.tls is not None:
+            certificate, key = (str(path) for path in self.tls)
+            args += ["--tls-port", str(self.port), "--tls-cert-file", certificate]
+            args += ["--tls-key-file", key, "--tls-auth-clients", "no"]
         self._output = _Output()
         self._process = reactor.spawnProcess(self._output, binary, args, env=None)
         ready = self._output.ready

@@ -3,12 +3,19 @@ sees the others' commits, and a Redis that is away refuses writes instead of ack
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 
@@ -103,6 +110,7 @@ async def test_redis_away_refuses_writes_and_healthz_problem(redis: RedisProcess
         ("redis://127.0.0.1:6380/2", RedisAddress("127.0.0.1", 6380, 2, None, False)),
         ("redis://localhost", RedisAddress("localhost", 6379, 0, None, False)),
         ("rediss://:s%40cret@h:1/0", RedisAddress("h", 1, 0, "s@cret", True)),
+        ("rediss://h/0?ssl_ca_certs=/ca.pem", RedisAddress("h", 6379, 0, None, True, "/ca.pem")),
     ],
 )
 def test_redis_urls(url: str, expected: RedisAddress) -> None:
@@ -116,8 +124,76 @@ def test_redis_urls(url: str, expected: RedisAddress) -> None:
         ("redis:///0", "no host"),
         ("redis://h:port/0", "bad port"),
         ("redis://h:1/zero", "bad port or database"),
+        ("redis://h:1/0?ssl_ca_certs=/ca.pem", "needs rediss://"),
+        ("redis://h:1/0?timeout=3", "unknown parameter 'timeout'"),
     ],
 )
 def test_bad_redis_urls_say_why(url: str, error: str) -> None:
     with pytest.raises(ValueError, match=error):
         RedisAddress.parse(url)
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1, made here (no network, no openssl CLI)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest_twisted.ensureDeferred
+async def test_rediss_connects_with_tls_and_verifies_the_certificate(tmp_path: Path) -> None:
+    """rediss:// with the CA given as ssl_ca_certs: commits go over TLS. Without that CA (the
+    system's trust store does not know this certificate) the store never loads."""
+    from twisted.internet import reactor
+
+    tls_redis = RedisProcess(tmp_path / "redis", tls=_self_signed(tmp_path / "tls"))
+    await tls_redis.start()
+    store = RedisStore(tls_redis.url, reactor)
+    untrusted = RedisStore(tls_redis.url.split("?")[0], reactor)
+    try:
+        await store.open()
+        assert (await store.transact(_append("x", "1"))).seq == 1
+        untrusted.open()
+        await deferLater(reactor, 1.0, lambda: None)  # a few connection attempts
+        assert not untrusted.ready
+        assert untrusted.problem() is not None
+    finally:
+        await store.close()
+        await untrusted.close()
+        await tls_redis.stop()
+
+
+def test_a_bad_ca_file_is_refused_at_start(tmp_path: Path) -> None:
+    from twisted.internet import reactor
+
+    with pytest.raises(ValueError, match="cannot read ssl_ca_certs"):
+        RedisStore(f"rediss://127.0.0.1:1/0?ssl_ca_certs={tmp_path / 'missing.pem'}", reactor)
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    with pytest.raises(ValueError, match="ssl_ca_certs"):
+        RedisStore(f"rediss://127.0.0.1:1/0?ssl_ca_certs={tmp_path / 'junk.pem'}", reactor)

@@ -33,7 +33,7 @@ import sqlite3
 import uuid
 from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import attrs
 import txredisapi
@@ -134,13 +134,15 @@ RECONNECT_MAX_DELAY = 2.0
 
 @attrs.frozen
 class RedisAddress:
-    """What ``--redis redis://[:password@]host:port/db`` (or ``rediss://`` for TLS) names."""
+    """What ``--redis redis://[:password@]host:port/db`` names; ``rediss://`` connects with TLS
+    (verified against the system's trust store, or ``?ssl_ca_certs=FILE``, as redis-py spells it)."""
 
     host: str
     port: int
     db: int
     password: str | None
     tls: bool
+    ca_file: str | None = None
 
     @classmethod
     def parse(cls, url: str) -> RedisAddress:
@@ -158,20 +160,25 @@ class RedisAddress:
         if db < 0:
             raise ValueError(f"bad database number in {url!r}")
         password = unquote(parts.password) if parts.password else None
-        return cls(parts.hostname, port, db, password, parts.scheme == "rediss")
+        query = parse_qs(parts.query, keep_blank_values=True)
+        unknown = sorted(set(query) - {"ssl_ca_certs"})
+        if unknown:
+            raise ValueError(f"unknown parameter {unknown[0]!r} in {url!r} (known: ssl_ca_certs)")
+        ca_file = query.get("ssl_ca_certs", [None])[-1]
+        if ca_file is not None and parts.scheme != "rediss":
+            raise ValueError("ssl_ca_certs needs rediss:// (TLS)")
+        return cls(parts.hostname, port, db, password, parts.scheme == "rediss", ca_file)
 
 
 def _connect(address: RedisAddress) -> Any:
     """A lazily connecting txredisapi handler that reconnects by itself (backoff capped at 2 s)."""
     tls: Any = False
     if address.tls:
-        from twisted.internet.ssl import optionsForClientTLS
-
-        tls = optionsForClientTLS(address.host)
+        tls = _tls_options(address)
     handler = txredisapi.lazyConnection(
         address.host,
         address.port,
-        dbid=address.db,
+        dbid=address.db or None,
         password=address.password,
         ssl_context_factory=tls,
         connectTimeout=REPLY_TIMEOUT,
@@ -179,8 +186,33 @@ def _connect(address: RedisAddress) -> Any:
         convertNumbers=False,
     )
     handler._factory.maxDelay = RECONNECT_MAX_DELAY
+    # The first connection's outcome: a failure is retried by the client and shown by problem().
+    handler._factory.deferred.addErrback(
+        lambda failure: _log.warn(
+            "connecting to redis failed: {error}", error=failure.getErrorMessage()
+        )
+    )
     handler._factory.initialDelay = 0.1
     return handler
+
+
+def _tls_options(address: RedisAddress) -> Any:
+    """Certificate verification on, for the host in the URL; raises ValueError if the CA file
+    cannot be used (at start, so a typo stops the node with a clear message)."""
+    from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+
+    if address.ca_file is None:
+        return optionsForClientTLS(address.host, trustRoot=platformTrust())
+    try:
+        with open(address.ca_file, "rb") as pem:
+            root = Certificate.loadPEM(pem.read())
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read ssl_ca_certs {address.ca_file}: {error}") from None
+    except Exception as error:  # OpenSSL's own errors: not a PEM certificate
+        raise ValueError(
+            f"ssl_ca_certs {address.ca_file} is not a PEM certificate: {error}"
+        ) from None
+    return optionsForClientTLS(address.host, trustRoot=root)
 
 
 def _connected(handler: Any) -> bool:
@@ -295,6 +327,8 @@ class RedisStore(SQLiteStore):
     ) -> None:
         # Deliberately not SQLiteStore.__init__: no file, no lock; the mirror is in memory.
         self.address = RedisAddress.parse(url)
+        if self.address.tls:
+            _tls_options(self.address)  # refuse a bad CA file now, not at the first connect
         self._clock = clock
         self._history = history
         self._on_commit = on_commit
