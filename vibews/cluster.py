@@ -100,6 +100,7 @@ class ClusterHub(Hub):
         self._beat = LoopingCall(self._tick)
         self._beat.clock = clock
         self._checking = False
+        self._reachable_since: float | None = None
         # Fires once this node has loaded the shared state and serves (tests, embedding hosts).
         self.started: Deferred[None] = Deferred()
 
@@ -200,6 +201,16 @@ class ClusterHub(Hub):
         self._check_nodes()
 
     def _check_nodes(self) -> None:
+        # After Redis was away every node's heartbeat may have lapsed: judge the others only once
+        # this node has been connected for a whole TTL, so they had the time to beat again.
+        now = self.clock.seconds()
+        if not self.store.reachable():
+            self._reachable_since = None
+            return
+        if self._reachable_since is None:
+            self._reachable_since = now
+        if now - self._reachable_since < self.heartbeat_ttl:
+            return
         others = sorted(set(self.store.member_nodes()) - {self.store.node})
         if not others or self._checking:
             return

@@ -150,3 +150,33 @@ async def test_a_question_expires_once_although_every_node_has_its_timer(
     finally:
         for node in nodes:
             await node.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_claim_on_one_node_is_seen_and_lapses_on_the_other(
+    tmp_path: Path, redis: RedisProcess, tokens: ClusterTokens
+) -> None:
+    """A claim made through node B is announced on node A, and when the claiming connection
+    closes, the lapse (``by: null``) reaches node A too."""
+    a = await start_node(tmp_path / "a", redis.url, tokens, presence_grace=0.0)
+    b = await start_node(tmp_path / "b", redis.url, tokens, presence_grace=0.0)
+    try:
+        watcher = await a.dashboard()
+        agent = await a.agent()
+        await agent.request({"type": "question", "id": "q1", "payload": {"text": "who?"}})
+        claimer = await b.dashboard()
+        claimed = await claimer.request(
+            {"type": "claim", "id": "c1", "payload": {"question_id": "q1"}}
+        )
+        seen = await watcher.next_of("claimed")
+        assert seen["seq"] == claimed["seq"] and seen["payload"]["by"] == "dashboard"
+        claimer.disconnect()
+        lapsed = await watcher.next_of("claimed")
+        assert lapsed["payload"]["by"] is None and lapsed["seq"] > seen["seq"]
+        snapshot = (await b.dashboard()).welcome["payload"]["snapshot"]
+        assert snapshot["questions"][0]["claim"] is None
+        watcher.disconnect()
+        agent.disconnect()
+    finally:
+        await a.stop()
+        await b.stop()

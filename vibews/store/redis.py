@@ -718,10 +718,14 @@ class RedisStore(SQLiteStore):
 
     # -- health and end -------------------------------------------------------------------------
 
+    def reachable(self) -> bool:
+        """Both connections to Redis are up."""
+        return _connected(self._redis) and _connected(self._tail_redis)
+
     def problem(self) -> str | None:
         if not self._loaded:
             return self._problem or "loading from redis"
-        if not _connected(self._redis) or not _connected(self._tail_redis):
+        if not self.reachable():
             return "redis is not reachable"
         return self._problem
 
