@@ -109,3 +109,37 @@ async def test_redis_restarted_under_load(
     finally:
         await a.stop()
         await b.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_started_before_redis_serves_once_redis_is_up(
+    tmp_path: Path, tokens: ClusterTokens
+) -> None:
+    """Until it has loaded the shared state a node answers /healthz and upgrades with 503 (a load
+    balancer sends it nothing); it keeps trying and serves as soon as Redis is there."""
+    from twisted.internet import reactor
+
+    from vibews.config import Config
+    from vibews.service import build_service
+    from vibews.testing import handshake_status
+
+    redis = RedisProcess(tmp_path / "redis")
+    config = Config(
+        endpoints=("tcp:0:interface=127.0.0.1",),
+        data=str(tmp_path / "node"),
+        tokens=str(tokens.path),
+        redis=redis.url,
+    )
+    service = build_service(config, reactor)
+    service.startService()
+    try:
+        port = (await service.listening_ports())[0].getHost().port
+        await _wait_health(port, 503)
+        headers = {"Authorization": f"Bearer {tokens.agent}"}
+        assert await handshake_status(port, headers=headers) == 503
+        await redis.start()
+        await _wait_health(port, 200)
+        assert await handshake_status(port, headers=headers) == 101
+    finally:
+        await service.stopService()
+        await redis.stop()

@@ -197,3 +197,28 @@ def test_a_bad_ca_file_is_refused_at_start(tmp_path: Path) -> None:
     (tmp_path / "junk.pem").write_text("not a certificate")
     with pytest.raises(ValueError, match="ssl_ca_certs"):
         RedisStore(f"rediss://127.0.0.1:1/0?ssl_ca_certs={tmp_path / 'junk.pem'}", reactor)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_node_behind_the_retained_commits_reloads(
+    pair: tuple[RedisStore, RedisStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node that missed commits Redis no longer keeps reloads the whole state and tells its hub
+    (which closes its connections so clients resume) instead of going on with a gap."""
+    from twisted.internet import reactor
+
+    monkeypatch.setattr("vibews.store.redis.COMMITS_KEPT", 10)
+    a, b = pair
+    resyncs: list[int] = []
+    b.on_resync = lambda: resyncs.append(b.head())
+    b._closed = True  # its tail stops at the next reply: node B "stalls"
+    await deferLater(reactor, 1.5, lambda: None)  # the blocking XREAD in flight times out
+    for i in range(400):
+        await a.transact(_append("x", f"m{i}"))
+    b._closed = False
+    b._tail()
+    while not resyncs:  # bounded by the test timeout
+        await deferLater(reactor, 0.01, lambda: None)
+    assert resyncs == [400]
+    assert b.read(0, None, 1000) == a.read(0, None, 1000)
+    assert (await b.transact(_append("x", "after"))).seq == 401
