@@ -188,6 +188,7 @@ class ClusterHub(Hub):
         client.set(self.store.node_key(self.store.node), "1", pexpire=ttl_ms).addErrback(
             lambda _: None
         )
+        self.store.verify()
         recorded = set(self.store.members_of(self.store.node))
         held = self._held_agents()
         for agent in sorted(held - recorded):

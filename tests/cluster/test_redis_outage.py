@@ -143,3 +143,43 @@ async def test_a_node_started_before_redis_serves_once_redis_is_up(
     finally:
         await service.stopService()
         await redis.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_redis_that_lost_its_data_starts_a_new_epoch(
+    tmp_path: Path, redis: RedisProcess, tokens: ClusterTokens
+) -> None:
+    """If Redis comes back empty (no persistence, or a wiped disk), the nodes notice that its
+    history went back, reload, and close their connections (1012); clients that reconnect see a
+    new epoch, so a resume from the old history says ``complete: false`` instead of lying."""
+    import subprocess
+
+    a = await start_node(tmp_path / "a", redis.url, tokens)
+    b = await start_node(tmp_path / "b", redis.url, tokens)
+    try:
+        agent = await a.agent()
+        dashboard = await b.dashboard()
+        old_epoch = dashboard.welcome["payload"]["epoch"]
+        for i in range(3):
+            assert (
+                await agent.request(
+                    {"type": "agent_status", "id": f"s{i}", "payload": {"state": "w"}}
+                )
+            )["type"] == "ack"
+        subprocess.run(
+            ["redis-cli", "-p", str(redis.port), "flushall"], check=True, capture_output=True
+        )
+        code, _ = await dashboard.wait_closed()  # node B writes nothing: its heartbeat notices
+        assert code == 1012
+        code, _ = await agent.wait_closed()
+        assert code == 1012
+        await _wait_health(b.port, 200)
+        again = await b.dashboard()
+        assert again.welcome["payload"]["epoch"] != old_epoch
+        again.send_json({"type": "resume", "payload": {"since": 0, "epoch": old_epoch}})
+        resumed = await again.next_of("resumed")
+        assert resumed["payload"]["complete"] is False
+        again.disconnect()
+    finally:
+        await a.stop()
+        await b.stop()

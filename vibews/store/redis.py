@@ -85,7 +85,8 @@ CREATE TABLE IF NOT EXISTS members (node TEXT NOT NULL, agent TEXT NOT NULL,
 """
 
 # KEYS: version, head, journal, commits, then TABLES in order.
-# ARGV: expected version, node, nonce, ops (JSON), new head, commits kept.
+# ARGV: expected version, node, nonce, ops (JSON), new head, commits kept. With no ops it only
+# checks that the expected version is the latest (a batch that writes nothing).
 # An op is ["j", seq, type, sender, message_id, agent, data] (journal append; "" for None),
 # ["h", table index, field, row JSON] (set a row), ["d", table index, field] (drop a row) or
 # ["t", seq] (trim the journal below seq).
@@ -93,6 +94,9 @@ COMMIT_SCRIPT = """
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 if version ~= tonumber(ARGV[1]) then
   return {0, version}
+end
+if ARGV[4] == '[]' then
+  return {1, version}
 end
 local ops = cjson.decode(ARGV[4])
 for _, op in ipairs(ops) do
@@ -348,6 +352,8 @@ class RedisStore(SQLiteStore):
         }
         self._version = 0
         self.conflicts = 0  # batches run again because another node committed first
+        self._tail_generation = 0
+        self._reloading = False
         self._loaded = False
         self._problem: str | None = "connecting to redis"
         self._in_flight: _InFlight | None = None
@@ -506,12 +512,9 @@ class RedisStore(SQLiteStore):
             self._fail(batch, StoreUnavailable("the store failed this batch; retry later"))
             self._schedule()
             return
-        if not ops:
-            # Nothing to write (duplicates, refusals, no-op transitions): the answers rest on
-            # state Redis already confirmed.
-            self._fire(batch, outcomes)
-            self._schedule()
-            return
+        # Even a batch that writes nothing (duplicates, refusals, no-op transitions) is checked
+        # against the deployment's latest commit: its answers must not rest on a mirror that
+        # trails another node's newest write.
         payload = json.dumps(ops)
         flight = _InFlight(uuid.uuid4().hex, batch, outcomes, self._version, ops, new_head)
         self._in_flight = flight
@@ -553,6 +556,11 @@ class RedisStore(SQLiteStore):
         ok, version = int(reply[0]), int(reply[1])
         if self._in_flight is not flight:
             return  # the tail already applied it and fired the batch
+        if not ok and version < self._version:
+            self._in_flight = None
+            self._fail(flight.batch, StoreUnavailable("redis lost its data; reloading"))
+            self._lost(version)
+            return
         if not ok:
             # Another node committed first: run the batch again on the state it made.
             self.conflicts += 1
@@ -562,9 +570,10 @@ class RedisStore(SQLiteStore):
             self._schedule()
             return
         self._problem = None
-        if self._version == flight.expected:
+        if flight.ops and self._version == flight.expected:
             self._apply(flight.ops, version)
-            self._finish(flight)
+        # (otherwise it wrote nothing, or a reload meanwhile brought it into the mirror already)
+        self._finish(flight)
         if self._on_commit is not None:
             self._on_commit(self._clock.seconds() - started, len(flight.batch))
 
@@ -648,6 +657,7 @@ class RedisStore(SQLiteStore):
         self._tail_call = None
         if self._closed:
             return
+        generation = self._tail_generation
         d = self._tail_redis.execute_command(
             "XREAD",
             "COUNT",
@@ -658,11 +668,11 @@ class RedisStore(SQLiteStore):
             self._keys["commits"],
             f"{self._version}-0",
         )
-        d.addCallbacks(self._tailed, self._tail_failed)
+        d.addCallbacks(self._tailed, self._tail_failed, (generation,), None, (generation,))
 
-    def _tailed(self, reply: Any) -> None:
-        if self._closed:
-            return
+    def _tailed(self, reply: Any, generation: int) -> None:
+        if self._closed or generation != self._tail_generation:
+            return  # closed, or a reload started a new tail
         for _, entries in reply or ():
             for entry_id, raw in entries:
                 version = int(entry_id.split("-")[0])
@@ -689,8 +699,8 @@ class RedisStore(SQLiteStore):
         )
         self.on_foreign(messages, dropped)
 
-    def _tail_failed(self, failure: Failure) -> None:
-        if self._closed:
+    def _tail_failed(self, failure: Failure, generation: int) -> None:
+        if self._closed or generation != self._tail_generation:
             return
         _log.debug("tailing redis failed: {error}", error=failure.getErrorMessage())
         self._tail_call = self._clock.callLater(0.2, self._tail)
@@ -703,16 +713,55 @@ class RedisStore(SQLiteStore):
             have=self._version,
             need=version - 1,
         )
-        self._loaded = False
+        self._reload()
 
+    def _lost(self, version: int) -> None:
+        _log.error(
+            "redis went back from commit {have} to {now} (its data was lost or replaced):"
+            " reloading with a new epoch",
+            have=self._version,
+            now=version,
+        )
+        self._reload()
+
+    def verify(self) -> None:
+        """Notice a Redis that lost its data even while this node writes nothing (the heartbeat
+        calls this): its commit counter went back."""
+        if not self._loaded or not self.reachable():
+            return
+        # Compared with what the mirror had applied when asking: the tail may have applied newer
+        # commits by the time the answer comes.
+        applied = self._version
+        d = self._redis.execute_command("GET", self._keys["version"])
+
+        def compare(value: Any) -> None:
+            if self._loaded and int(value or 0) < applied:
+                self._lost(int(value or 0))
+
+        d.addCallbacks(compare, lambda _: None)
+
+    def _reload(self) -> None:
+        """Load the state afresh, then let the hub's clients reconnect (they resume)."""
+        if self._reloading:
+            return
+        self._reloading = True
+        self._loaded = False
+        self._tail_generation += 1
+        self._load_again()
+
+    def _load_again(self) -> None:
         def reloaded(_: Any) -> None:
+            self._reloading = False
             self._loaded = True
+            self._problem = None
+            self._wait_version = 0
             self.on_resync()
             self._tail()
+            self._schedule()
 
         def retry(failure: Failure) -> None:
             self._problem = f"redis unavailable: {failure.getErrorMessage()}"
-            self._clock.callLater(0.5, self._resync, version)
+            self._clock.callLater(0.5, self._load_again)
 
         self._load().addCallbacks(reloaded, retry)
 
