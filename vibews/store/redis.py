@@ -407,6 +407,7 @@ class RedisStore(SQLiteStore):
     @inlineCallbacks
     def _load(self) -> Any:
         redis = self._redis
+        yield self._tail_redis.execute_command("PING")  # both connections up before serving
         self._commit_sha = yield redis.script_load(COMMIT_SCRIPT)
         yield redis.execute_command("SET", self._keys["epoch"], uuid.uuid4().hex, "NX")
         keys = [self._keys[k] for k in ("version", "head", "epoch")] + [
