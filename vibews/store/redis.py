@@ -367,9 +367,6 @@ class RedisStore(SQLiteStore):
         self.on_foreign: Callable[[list[StoredMessage], bool], None] = lambda m, dropped: None
         self.on_resync: Callable[[], None] = lambda: None
 
-    def key(self, name: str) -> str:
-        return self._prefix + name
-
     def node_key(self, node: str) -> str:
         return f"{self._prefix}node:{node}"
 
@@ -385,8 +382,10 @@ class RedisStore(SQLiteStore):
             try:
                 yield self._load()
             except Exception as error:
-                self._problem = f"redis unavailable: {error}"
-                _log.warn("cannot load from redis yet: {error}", error=str(error))
+                problem = f"redis unavailable: {error}"
+                if problem != self._problem:  # once per kind of failure, not every half second
+                    _log.warn("cannot load from redis yet: {error}", error=str(error))
+                self._problem = problem
                 yield _sleep(self._clock, 0.5)
                 continue
             break
@@ -487,11 +486,11 @@ class RedisStore(SQLiteStore):
         self._flush_call = None
         if self._in_flight is not None or not self._queue:
             return
-        if self._version < self._wait_version:
-            return  # the tail is catching up with a commit that beat ours; it calls again
-        if not self._loaded or not _connected(self._redis):
+        if not self._loaded or not self.reachable():
             self._refuse_queue("redis is not reachable")
             return
+        if self._version < self._wait_version:
+            return  # the tail is catching up with a commit that beat ours; it calls again
         batch, self._queue = self._queue, []
         head_before, oldest_before = self._head, self._oldest
         outcomes: list[Any] = []
