@@ -19,10 +19,12 @@ from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.logger import Logger
 
 from vibews.auth import Gate
+from vibews.cluster import ClusterHub
 from vibews.config import Config
 from vibews.hub import Hub, HubSettings
 from vibews.metrics import Metrics, MetricsResource
 from vibews.server import ConnectionSettings, VibeServerFactory
+from vibews.store.redis import RedisStore
 from vibews.store.sqlite import SQLiteStore, StoreLocked
 from vibews.tokens import TokensFileError, TokenTable, create_initial_tokens, load_tokens
 from vibews.tokenwatch import TokenWatcher
@@ -154,6 +156,16 @@ async def _stop(service: Service) -> None:
         await result
 
 
+def _redis_store(config: Config, reactor: Any, metrics: Metrics) -> RedisStore:
+    """``--redis``: this node shares its state and fan-out with every node on that Redis."""
+    try:
+        return RedisStore(
+            config.redis or "", reactor, history=config.history, on_commit=metrics.committed
+        )
+    except ValueError as error:
+        raise StartupError(f"bad --redis: {error}") from None
+
+
 def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsService:
     """Build the server graph; raises :class:`StartupError` with a readable reason.
 
@@ -161,8 +173,6 @@ def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsSe
     twisted.web resource serving the WebSocket upgrade, ``healthz`` and ``metrics``) under a path of
     its own Site, and parents the service so start-up and shut-down stay in order.
     """
-    if config.redis:
-        raise StartupError("--redis is not supported by this version yet; run without it")
     for description in config.listen if listen else ():
         try:
             endpoints.serverFromString(reactor, description)
@@ -180,18 +190,22 @@ def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsSe
         raise StartupError(f"cannot create data directory {config.data_dir}: {error}") from None
     table, created = _prepare_tokens(config)
     metrics = Metrics()
-    try:
-        store = SQLiteStore(
-            config.database_path,
-            reactor,
-            durability=config.durability,
-            history=config.history,
-            on_commit=metrics.committed,
-        )
-    except StoreLocked as error:
-        raise StartupError(str(error)) from None
-    except Exception as error:
-        raise StartupError(f"cannot open the store {config.database_path}: {error}") from None
+    store: SQLiteStore
+    if config.redis:
+        store = _redis_store(config, reactor, metrics)
+    else:
+        try:
+            store = SQLiteStore(
+                config.database_path,
+                reactor,
+                durability=config.durability,
+                history=config.history,
+                on_commit=metrics.committed,
+            )
+        except StoreLocked as error:
+            raise StartupError(str(error)) from None
+        except Exception as error:
+            raise StartupError(f"cannot open the store {config.database_path}: {error}") from None
     hub_settings = HubSettings(
         rate=config.rate,
         burst=config.burst,
@@ -202,13 +216,14 @@ def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsSe
     )
     holder: dict[str, TokenWatcher] = {}
     metrics.track_head(store.head)
-    hub = Hub(
-        store,
-        reactor,
-        hub_settings,
-        lambda: holder["watcher"].table.names("agent"),
-        observer=metrics,
-    )
+    agent_names = lambda: holder["watcher"].table.names("agent")  # noqa: E731
+    hub: Hub
+    if isinstance(store, RedisStore):
+        hub = ClusterHub(
+            store, reactor, hub_settings, agent_names, metrics, ping_timeout=config.ping_timeout
+        )
+    else:
+        hub = Hub(store, reactor, hub_settings, agent_names, observer=metrics)
     watcher = TokenWatcher(
         config.tokens_path,
         table,

@@ -78,7 +78,7 @@ class Options(usage.Options):
             "redis",
             None,
             None,
-            "redis://host:port/db to share state with other nodes (not yet supported).",
+            "redis://host:port/db (rediss:// for TLS): share state and fan-out with every node on it.",
         ],
         [
             "max-message-size",

@@ -11,6 +11,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 from collections import deque
@@ -352,10 +353,20 @@ async def start_server(
     from twisted.internet import reactor
 
     data = data or Path(tempfile.mkdtemp(prefix="vibews-test-"))
+    cluster_port = os.environ.get("VIBEWS_TEST_REDIS_PORT")
+    if cluster_port and "redis" not in options:
+        # Opt-in: run the whole suite against a one-node cluster on that (emptied) Redis.
+        subprocess.run(
+            ["redis-cli", "-p", cluster_port, "flushall"], check=True, capture_output=True
+        )
+        options["redis"] = f"redis://127.0.0.1:{cluster_port}/0"
     config = Config(endpoints=(endpoint,), data=str(data), **options)
     service = build_service(config, reactor)
     service.privilegedStartService()
     service.startService()
+    started = getattr(service.hub, "started", None)  # a cluster node loads the shared state first
+    if started is not None:
+        await started
     port = (await service.listening_ports())[0].getHost().port
     secrets = initial_secrets(data)
     return RunningServer(service, port, data, secrets["agent"], secrets["dashboard"])

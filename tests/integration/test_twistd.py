@@ -224,7 +224,7 @@ async def test_bad_configuration_refuses_to_start_with_a_clear_message(tmp_path:
     cases = [
         (["--port", "99999"], "65535"),
         (["--durability", "sometimes"], "'full' or 'process'"),
-        (["--redis", "redis://127.0.0.1:6379/0"], "--redis"),
+        (["--redis", "http://127.0.0.1:6379/0"], "bad --redis"),
         (["--endpoint", "nonsense:1"], "bad endpoint"),
         (["--allow-origin", "not an origin"], "--allow-origin"),
         (["--data", "/proc/vibews-cannot-be-here"], "cannot create data directory"),

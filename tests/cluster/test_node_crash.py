@@ -1,0 +1,84 @@
+"""A node killed with SIGKILL: the other nodes keep serving, and an agent whose only node died goes
+offline within the ping timeout (the dead node's heartbeat key expires; another node notices)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest_twisted
+
+from vibews.testing import TwistdProcess, connect, status_of
+from vibews.testing_cluster import ClusterTokens, RedisProcess, start_node
+
+PING_TIMEOUT = 6.0
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+async def _serving(port: int) -> None:
+    """Wait (with a deadline) until a node has loaded the shared state: /healthz 200."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    give_up = reactor.seconds() + 30
+    while await status_of(port, HEALTHZ) != 200:
+        assert reactor.seconds() < give_up, "the node never became ready"
+        await deferLater(reactor, 0.05, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigkilled_node_its_agent_goes_offline_and_the_others_keep_serving(
+    tmp_path: Path, redis: RedisProcess, tokens: ClusterTokens
+) -> None:
+    options = {"ping_timeout": PING_TIMEOUT, "ping_interval": 2.0, "presence_grace": 0.0}
+    survivor = await start_node(tmp_path / "b", redis.url, tokens, **options)
+    doomed = TwistdProcess(
+        [
+            "--port=0",
+            f"--data={tmp_path / 'a'}",
+            f"--tokens={tokens.path}",
+            f"--redis={redis.url}",
+            f"--ping-timeout={PING_TIMEOUT}",
+            "--ping-interval=2",
+            "--presence-grace=0",
+        ],
+        tmp_path,
+    )
+    try:
+        port = await doomed.started()
+        await _serving(port)
+        dashboard = await survivor.dashboard()
+        agent = await connect(port, tokens.agent)
+        assert (await agent.next_message())["type"] == "welcome"
+        online = await dashboard.next_message()
+        assert online["type"] == "presence" and online["payload"]["online"] is True
+        agent.send_json({"type": "question", "id": "q1", "payload": {"text": "deploy?"}})
+        assert (await agent.next_message())["type"] == "ack"
+        assert (await dashboard.next_message())["type"] == "question"
+
+        doomed.signal(9)
+        await doomed.ended()
+        # Nobody closed anything: only the expired heartbeat tells the survivor.
+        offline = await dashboard.next_message(timeout=PING_TIMEOUT)
+        assert offline["type"] == "presence", offline
+        assert offline["payload"] == {
+            "agent": "agent",
+            "online": False,
+            "last_seen": offline["payload"]["last_seen"],
+        }
+        assert offline["seq"] == online["seq"] + 2
+
+        # The survivor serves on: the answer waits for the agent, which comes back here.
+        dashboard.send_json(
+            {"type": "answer", "id": "a1", "payload": {"question_id": "q1", "text": "yes"}}
+        )
+        ack = await dashboard.next_message()
+        assert ack["type"] == "ack"
+        back = await survivor.agent()
+        pending = await back.next_message()
+        assert pending["type"] == "answer" and pending["seq"] == ack["seq"]
+        assert pending["payload"]["text"] == "yes"
+        back.disconnect()
+        dashboard.disconnect()
+    finally:
+        await doomed.kill()
+        await survivor.stop()
