@@ -154,13 +154,9 @@ async def _stop(service: Service) -> None:
         await result
 
 
-def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsService:
-    """Build the server graph; raises :class:`StartupError` with a readable reason.
-
-    With ``listen=False`` nothing is bound: the host application mounts ``service.root`` (a
-    twisted.web resource serving the WebSocket upgrade, ``healthz`` and ``metrics``) under a path of
-    its own Site, and parents the service so start-up and shut-down stay in order.
-    """
+def check_config(config: Config, reactor: Any, listen: bool = True) -> None:
+    """The checks that need no side effect (nothing bound, created or opened); raises
+    :class:`StartupError`. ``build_service`` and ``vibews check`` share them."""
     if config.redis:
         raise StartupError("--redis is not supported by this version yet; run without it")
     for description in config.listen if listen else ():
@@ -174,6 +170,20 @@ def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsSe
                     " vibews through its .socket unit)"
                 ) from None
             raise StartupError(f"bad endpoint {description!r}: {error}") from None
+    try:
+        Gate(TokenTable, config.allow_origins)
+    except ValueError as error:
+        raise StartupError(f"bad --allow-origin: {error}") from None
+
+
+def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsService:
+    """Build the server graph; raises :class:`StartupError` with a readable reason.
+
+    With ``listen=False`` nothing is bound: the host application mounts ``service.root`` (a
+    twisted.web resource serving the WebSocket upgrade, ``healthz`` and ``metrics``) under a path of
+    its own Site, and parents the service so start-up and shut-down stay in order.
+    """
+    check_config(config, reactor, listen)
     try:
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as error:
