@@ -167,6 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; returns the exit status (2 for any error), never a traceback."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["check"] and argv[1:2] not in (["-h"], ["--help"]):
+        # The server's options go to its own parser untouched (argparse would claim them).
+        from vibews.check import main as check
+
+        return check(argv[2:] if argv[1:2] == ["--"] else argv[1:])
     try:
         args = build_parser().parse_args(argv)
         handler: Handler = args.handler

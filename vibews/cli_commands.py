@@ -144,7 +144,7 @@ def add_admin_commands(commands: argparse._SubParsersAction[Any]) -> None:
         ),
     )
     check.add_argument(
-        "options", nargs=argparse.REMAINDER, metavar="OPTION", help="twistd vibews options"
+        "options", nargs="*", metavar="OPTION", help="the options of 'twistd vibews'"
     )
     check.set_defaults(handler=_check)
 

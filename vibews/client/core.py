@@ -332,14 +332,16 @@ class Client:
         elif seq <= self._last_seq:
             return
         self._last_seq = max(self._last_seq, seq)
+        if self._is_agent:
+            # Scheduled, not sent: it leaves at the end of this reactor turn, after the callbacks
+            # below acted on the message (or sooner, if one of them closes the client).
+            protocol.ack(seq)
         kind = message.get("type")
         if kind == "answer":
             self._answered(message)
         elif kind == "question_closed":
             self._closed(message)
         self._notify(message)
-        if self._is_agent:
-            protocol.ack(seq)
 
     def _answered(self, message: dict[str, Any]) -> None:
         answer = Answer.from_message(message)
