@@ -110,7 +110,9 @@ def add_hub_commands(commands: argparse._SubParsersAction[Any]) -> None:
             '({"id", "seq", "duplicate"}) as JSON once the hub stored it.'
         ),
     )
-    send.add_argument("type", metavar="TYPE", help="agent_status, task_update, question, answer ...")
+    send.add_argument(
+        "type", metavar="TYPE", help="agent_status, task_update, question, answer ..."
+    )
     send.add_argument("payload", metavar="PAYLOAD", help="the payload, a JSON object, or @FILE")
     send.add_argument("--id", help="the message id (default: a new UUID); a repeat is a no-op")
     cli_hub.hub_options(send)
@@ -183,7 +185,6 @@ def _mcp(args: argparse.Namespace) -> int:
         from vibews.mcpserver import main
     except ImportError as error:
         raise cli_hub.UsageProblem(
-            f"'vibews mcp' needs the MCP SDK ({error.name} is missing): "
-            'pip install "vibews[mcp]"'
+            f"'vibews mcp' needs the MCP SDK ({error.name} is missing): pip install \"vibews[mcp]\""
         ) from None
     return main(args)

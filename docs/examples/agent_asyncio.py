@@ -1,6 +1,6 @@
 """An asyncio agent: two questions in flight at once, answered in any order.
 
-    VIBEWS_URL=ws://localhost:3001/ VIBEWS_TOKEN=... python agent_asyncio.py
+VIBEWS_URL=ws://localhost:3001/ VIBEWS_TOKEN=... python agent_asyncio.py
 """
 
 import asyncio

@@ -28,9 +28,10 @@ def vibews(server: RunningServer | None, *args: str, token: str | None = None) -
         env["VIBEWS_URL"] = f"ws://127.0.0.1:{server.port}/"
         env["VIBEWS_TOKEN"] = token or server.agent_token
     cwd = str(server.data.parent) if server is not None else str(ROOT)
-    return getProcessOutputAndValue(
+    running: Deferred[Any] = getProcessOutputAndValue(
         sys.executable, ["-m", "vibews.cli", *args], env=env, path=cwd
     )
+    return running
 
 
 def one_line(err: bytes) -> str:
@@ -43,7 +44,11 @@ def one_line(err: bytes) -> str:
 async def answer(dashboard: QueueClientProtocol, **payload: Any) -> dict[str, Any]:
     question = await dashboard.next_of("question")
     reply = await dashboard.request(
-        {"type": "answer", "id": "a-" + question["id"], "payload": {"question_id": question["id"], **payload}}
+        {
+            "type": "answer",
+            "id": "a-" + question["id"],
+            "payload": {"question_id": question["id"], **payload},
+        }
     )
     assert reply["type"] == "ack", reply
     return question
@@ -68,12 +73,15 @@ async def test_ask_with_schema_prints_the_value(server: RunningServer) -> None:
     running = vibews(server, "ask", "How many?", "--schema", schema, "--id", "q-s")
     await answer(dashboard, value={"replicas": 3})
     out, err, status = await running
-    assert (json.loads(out), status) == ({"replicas": 3}, 0)
+    assert (json.loads(out), err, status) == ({"replicas": 3}, b"", 0)
 
 
 @pytest.mark.parametrize(
     ("action", "status", "said"),
-    [("decline", exitcodes.DECLINED, "declined: no way"), ("cancel", exitcodes.CANCELLED, "cancelled")],
+    [
+        ("decline", exitcodes.DECLINED, "declined: no way"),
+        ("cancel", exitcodes.CANCELLED, "cancelled"),
+    ],
 )
 @pytest_twisted.ensureDeferred
 async def test_ask_declined_and_cancelled_have_their_own_status(
@@ -99,9 +107,7 @@ async def test_connection_errors_are_one_line_with_distinct_status(server: Runni
     _, err, status = await vibews(server, "ask", "x?", token="W" * 43)
     assert status == exitcodes.AUTH
     assert "HTTP 401 invalid token" in one_line(err) and "VIBEWS_TOKEN" in err.decode()
-    _, err, status = await vibews(
-        server, "status", "x", "--url", f"ws://127.0.0.1:{free_port()}/"
-    )
+    _, err, status = await vibews(server, "status", "x", "--url", f"ws://127.0.0.1:{free_port()}/")
     assert status == exitcodes.UNREACHABLE
     assert "cannot reach the hub" in one_line(err)
     _, err, status = await vibews(server, "send", "agent_status", '{"state": ""}')

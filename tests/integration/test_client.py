@@ -29,9 +29,7 @@ def agent_client(server: RunningServer, token: str | None = None) -> Client:
     return Client(url, token or server.agent_token, retry_policy=FAST)
 
 
-async def answer_next_question(
-    dashboard: QueueClientProtocol, **payload: Any
-) -> dict[str, Any]:
+async def answer_next_question(dashboard: QueueClientProtocol, **payload: Any) -> dict[str, Any]:
     question = await dashboard.next_of("question")
     reply = await dashboard.request(
         {
@@ -106,10 +104,10 @@ async def test_refused_messages_raise_their_code(server: RunningServer) -> None:
     """An error frame becomes the exception class of its code; the client stays usable."""
     client = agent_client(server)
     await client.connect()
-    with pytest.raises(InvalidMessage, match="payload.state") as caught:
+    with pytest.raises(InvalidMessage, match=r"payload\.state") as caught:
         await client.status("")
     assert caught.value.code == "invalid_message"
-    with pytest.raises(InvalidMessage, match="payload.options"):
+    with pytest.raises(InvalidMessage, match=r"payload\.options"):
         await client.ask("Which?", options=[1, 2])  # type: ignore[list-item]
     with pytest.raises(Forbidden):
         await client.answer("nope", "x")
@@ -145,7 +143,7 @@ async def test_unacked_messages_are_resent_after_a_drop_exactly_once(
     second = client.status("two")
     acks = [await first, await second]
     assert client.connections == 2
-    seen = []
+    seen: list[dict[str, Any]] = []
     while len(seen) < 2:
         message = await dashboard.next_of("agent_status")
         seen.append(message)

@@ -25,12 +25,19 @@ def run_example(name: str, port: int, token: str, **env: str) -> Deferred[Any]:
         "VIBEWS_TOKEN": token,
         **env,
     }
-    return getProcessOutputAndValue(sys.executable, [str(EXAMPLES / name)], env=environment)
+    running: Deferred[Any] = getProcessOutputAndValue(
+        sys.executable, [str(EXAMPLES / name)], env=environment
+    )
+    return running
 
 
 async def answer(dashboard: QueueClientProtocol, question: dict[str, Any], **payload: Any) -> None:
     reply = await dashboard.request(
-        {"type": "answer", "id": "a-" + question["id"], "payload": {"question_id": question["id"], **payload}}
+        {
+            "type": "answer",
+            "id": "a-" + question["id"],
+            "payload": {"question_id": question["id"], **payload},
+        }
     )
     assert reply["type"] == "ack", reply
 

@@ -52,7 +52,7 @@ def in_thread(url: str, token: str, calls: list[tuple[str, dict[str, Any]]]) -> 
 async def test_tools_report_and_ask_a_human(server: RunningServer) -> None:
     dashboard = await server.dashboard()
     url = f"ws://127.0.0.1:{server.port}/"
-    calls = [
+    calls: list[tuple[str, dict[str, Any]]] = [
         ("report_status", {"state": "working", "detail": "via MCP"}),
         ("update_task", {"task_id": "t-mcp", "status": "running", "progress": 0.25}),
         ("ask_human", {"text": "Merge the PR?", "options": ["yes", "no"], "timeout": 60}),
@@ -88,5 +88,7 @@ async def test_tools_say_what_is_wrong_with_the_hub(server: RunningServer) -> No
     _, results = await in_thread(url, "W" * 43, [("report_status", {"state": "x"})])
     assert results[0].is_error and "HTTP 401" in text_of(results[0])
     nowhere = f"ws://127.0.0.1:{free_port()}/"
-    _, results = await in_thread(nowhere, server.agent_token, [("update_task", {"task_id": "t", "status": "s"})])
+    _, results = await in_thread(
+        nowhere, server.agent_token, [("update_task", {"task_id": "t", "status": "s"})]
+    )
     assert results[0].is_error and "did not confirm" in text_of(results[0])

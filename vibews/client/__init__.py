@@ -7,6 +7,8 @@
 See ``docs/client.rst``.
 """
 
+from typing import TYPE_CHECKING
+
 from vibews.client.core import Ack, Answer, Client, Welcome
 from vibews.client.errors import (
     AlreadyAnswered,
@@ -27,6 +29,9 @@ from vibews.client.errors import (
     UnknownType,
     VibewsError,
 )
+
+if TYPE_CHECKING:
+    from vibews.client.threaded import AsyncClient, BlockingClient
 
 
 def __getattr__(name: str) -> object:

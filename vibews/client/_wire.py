@@ -8,7 +8,6 @@ Kept apart from the client's bookkeeping so that the bookkeeping reads as the pr
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -71,7 +70,7 @@ def make_endpoint(
         try:
             pem = Path(cafile).read_bytes()
             trust: Any = ssl.Certificate.loadPEM(pem)
-        except (OSError, ssl.SSL.Error, ValueError) as error:
+        except Exception as error:  # unreadable, or not a PEM certificate (OpenSSL's own errors)
             raise ValueError(f"cannot use CA file {cafile}: {error}") from None
     else:
         trust = ssl.platformTrust()
@@ -83,7 +82,7 @@ class HubProtocol(WebSocketClientProtocol):
     """One WebSocket connection: tells the client when ``welcome`` arrived, what else arrived, and
     why it closed (or why it never opened)."""
 
-    client: Client
+    factory: HubFactory
 
     def __init__(self) -> None:
         super().__init__()
@@ -91,6 +90,10 @@ class HubProtocol(WebSocketClientProtocol):
         self.ready = False  # open and welcomed (autobahn's own is_open is a Deferred)
         self._pending_ack = 0
         self._ack_scheduled = False
+
+    @property
+    def client(self) -> Client:
+        return self.factory.client
 
     def onOpen(self) -> None:
         self.ready = True
@@ -161,23 +164,17 @@ class HandshakeRefused(ConnectionFailed):
         self.status = status
 
 
-def make_factory(
-    client: Client, address: HubAddress, token: str, max_frame: int = 0
-) -> WebSocketClientFactory:
-    factory = WebSocketClientFactory(
-        address.url,
-        headers={"Authorization": f"Bearer {token}"},
-        protocols=[SUBPROTOCOL],
-    )
-    build: Callable[[], HubProtocol] = HubProtocol
+class HubFactory(WebSocketClientFactory):
+    protocol = HubProtocol  # type: ignore[assignment]  # autobahn's own stub is narrower
+    noisy = False  # no "Starting factory" line on every reconnect
 
-    def protocol() -> HubProtocol:
-        made = build()
-        made.client = client
-        return made
+    def __init__(self, client: Client, url: str, headers: dict[str, str]) -> None:
+        super().__init__(url, headers=headers, protocols=[SUBPROTOCOL])
+        self.client = client
 
-    factory.protocol = protocol
-    factory.noisy = False  # no "Starting factory" line on every reconnect
+
+def make_factory(client: Client, address: HubAddress, token: str, max_frame: int = 0) -> HubFactory:
+    factory = HubFactory(client, address.url, {"Authorization": f"Bearer {token}"})
     factory.setProtocolOptions(
         openHandshakeTimeout=HANDSHAKE_TIMEOUT,
         closeHandshakeTimeout=5,

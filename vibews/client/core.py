@@ -61,7 +61,9 @@ def new_id() -> str:
 
 def check_id(message_id: str) -> str:
     if not isinstance(message_id, str) or not 1 <= len(message_id) <= 128:
-        raise ValueError(f"a message id must be a string of 1 to 128 characters, got {message_id!r}")
+        raise ValueError(
+            f"a message id must be a string of 1 to 128 characters, got {message_id!r}"
+        )
     return message_id
 
 
@@ -243,7 +245,7 @@ class Client:
     def opened(self, protocol: HubProtocol, message: dict[str, Any]) -> None:
         payload = message.get("payload") or {}
         epoch = payload.get("epoch")
-        seq = payload.get("seq") if isinstance(payload.get("seq"), int) else 0
+        seq: int = payload["seq"] if isinstance(payload.get("seq"), int) else 0
         first = self.welcome is None
         self.connections += 1
         self._refusals = 0
@@ -375,7 +377,9 @@ class Client:
             return
         if out.retry is not None and out.retry.active():
             out.retry.cancel()
-        ack = Ack(str(message.get("id")), int(message.get("seq", 0)), bool(message.get("duplicate")))
+        ack = Ack(
+            str(message.get("id")), int(message.get("seq", 0)), bool(message.get("duplicate"))
+        )
         out.deferred.callback(ack)
 
     def _refused(self, message: dict[str, Any]) -> None:
@@ -389,7 +393,7 @@ class Client:
             return
         if code in RETRIED_CODES:
             out.attempts += 1
-            delay = min(30.0, 2.0**out.attempts) + random.random()  # noqa: S311 (jitter)
+            delay = min(30.0, 2.0**out.attempts) + random.random()
             out.retry = self.reactor.callLater(delay, self._resend, str(message_id))
             return
         del self._outbox[str(message_id)]
@@ -461,7 +465,7 @@ class Client:
     ) -> Deferred[Ack]:
         """Send any message; fires with its :class:`Ack` once the hub stored it (even if this takes
         reconnects), or fails with a :class:`~vibews.client.errors.Refused` subclass."""
-        message = {"type": message_type, "id": check_id(message_id or new_id())}
+        message: dict[str, Any] = {"type": message_type, "id": check_id(message_id or new_id())}
         message["payload"] = dict(payload)
         return self._queue(message)
 
@@ -633,13 +637,18 @@ class Client:
         if protocol is not None and protocol.ready:
             protocol.flush_ack()
             protocol.sendClose(1000)
-            closing = protocol.is_closed
-            bounded: Deferred[Any] = Deferred()
-            closing.addBoth(lambda _: bounded.callback(None) if not bounded.called else None)
-            timer = self.reactor.callLater(6, lambda: bounded.called or bounded.callback(None))
-            bounded.addCallback(lambda _: timer.cancel() if timer.active() else None)
-            bounded.addCallback(stop)
+            # Wait for the closing handshake, but not longer than autobahn's own 5 s limit.
+            closed: Deferred[None] = Deferred()
+
+            def settle(result: object = None) -> object:
+                if not closed.called:
+                    closed.callback(None)
+                return result
+
+            timer = self.reactor.callLater(6, settle)
+            protocol.is_closed.addBoth(settle)
+            closed.addCallback(lambda _: timer.cancel() if timer.active() else None)
+            closed.addCallback(stop)
         else:
             stop()
         return done
-

@@ -65,7 +65,9 @@ class BlockingClient(_Threaded):
             self.close()
             raise
 
-    def _wait(self, timeout: float | None, function: Callable[..., Deferred[T]], *a: Any, **k: Any) -> T:
+    def _wait(
+        self, timeout: float | None, function: Callable[..., Deferred[T]], *a: Any, **k: Any
+    ) -> T:
         eventual = _in_reactor(function, *a, **k)
         try:
             result: T = eventual.wait(FOREVER if timeout is None else timeout)
@@ -143,9 +145,13 @@ class AsyncClient(_Threaded):
             holder.append(d)
             d.addCallbacks(settle_ok, settle_error)
 
+        def cancel_all() -> None:
+            for d in holder:
+                d.cancel()
+
         def cancelled(future: concurrent.futures.Future[T]) -> None:
             if future.cancelled():
-                self._reactor.callFromThread(lambda: [d.cancel() for d in holder])
+                self._reactor.callFromThread(cancel_all)
 
         bridge.add_done_callback(cancelled)
         self._reactor.callFromThread(start)
