@@ -11,24 +11,18 @@ import json
 import os
 import sys
 from collections.abc import Callable, Coroutine
-from typing import Any
-
-from twisted.internet.defer import Deferred
-from twisted.python.failure import Failure
+from typing import TYPE_CHECKING, Any
 
 from vibews import exitcodes
-from vibews.client import (
-    AuthenticationFailed,
-    Client,
-    ClientStopped,
-    ConnectionFailed,
-    QuestionExpired,
-    QuestionWithdrawn,
-    Refused,
-)
-from vibews.client._wire import DEFAULT_URL
 
-Command = Callable[[Client, argparse.Namespace], Coroutine[Any, Any, int]]
+if TYPE_CHECKING:  # imported when a command runs, so 'vibews token ...' starts quickly
+    from twisted.python.failure import Failure
+
+    from vibews.client import Client
+
+DEFAULT_URL = "ws://localhost:3001/"
+
+Command = Callable[["Client", argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 class UsageProblem(Exception):
@@ -81,6 +75,10 @@ def run(command: Command, args: argparse.Namespace) -> int:
     """Connect, run ``command``, close; returns the exit status."""
     if not args.token:
         raise UsageProblem("no token: pass --token or set VIBEWS_TOKEN")
+    from twisted.internet.defer import Deferred
+
+    from vibews.client import Client
+
     try:
         client = Client(args.url, args.token, cafile=args.cafile)
     except ValueError as error:
@@ -112,6 +110,15 @@ def run(command: Command, args: argparse.Namespace) -> int:
 
 
 def _report(failure: Failure) -> int:
+    from vibews.client import (
+        AuthenticationFailed,
+        ClientStopped,
+        ConnectionFailed,
+        QuestionExpired,
+        QuestionWithdrawn,
+        Refused,
+    )
+
     error = failure.value
     if isinstance(error, UsageProblem):
         _say(str(error))
@@ -187,6 +194,8 @@ async def ask(client: Client, args: argparse.Namespace) -> int:
 
 
 async def listen(client: Client, args: argparse.Namespace) -> int:
+    from twisted.internet.defer import Deferred
+
     welcome = client.welcome
     if welcome is None or welcome.role != "dashboard":
         raise UsageProblem(

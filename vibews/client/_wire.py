@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     from vibews.client.core import Client
 
 SUBPROTOCOL = "vibews.v1"
-DEFAULT_URL = "ws://localhost:3001/"
 HANDSHAKE_TIMEOUT = 10.0
 
 # Handshake answers that retrying cannot fix: a wrong token, a refused origin, no vibews there.
