@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from vibews.client import (
     QuestionExpired,
     QuestionWithdrawn,
 )
-from vibews.testing import QueueClientProtocol, RunningServer, free_port
+from vibews.testing import QueueClientProtocol, RunningServer, free_port, start_server
 
 FAST = backoffPolicy(initialDelay=0.05, maxDelay=0.5, factor=2.0)
 
@@ -207,3 +208,26 @@ async def test_dashboard_client_resumes_without_gaps_or_repeats(server: RunningS
     await watcher.close()
     seqs = [m["seq"] for m in seen]
     assert seqs == list(range(welcome.seq + 1, last["seq"] + 1))
+
+
+@pytest_twisted.ensureDeferred
+async def test_wss_verifies_the_certificate(tmp_path: Path) -> None:
+    """wss:// connects when the certificate verifies against the given CA for the URL's host, and
+    fails with ConnectionFailed against the system's roots (a self-signed certificate)."""
+    from test_tls import _self_signed  # type: ignore[import-not-found]  # pytest puts it on sys.path
+
+    key, cert, _ = _self_signed(tmp_path)
+    server = await start_server(
+        tmp_path / "data", endpoint=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    )
+    try:
+        url = f"wss://localhost:{server.port}/"
+        trusted = Client(url, server.agent_token, cafile=str(cert))
+        assert (await trusted.connect()).role == "agent"
+        assert (await trusted.status("over tls")).seq > 0
+        await trusted.close()
+        untrusted = Client(url, server.agent_token)
+        with pytest.raises(ConnectionFailed, match="certificate"):
+            await untrusted.connect()
+    finally:
+        await server.stop()

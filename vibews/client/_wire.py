@@ -179,6 +179,9 @@ def make_factory(client: Client, address: HubAddress, token: str, max_frame: int
         closeHandshakeTimeout=5,
         maxMessagePayloadSize=max_frame,
         maxFramePayloadSize=max_frame,
-        autoPingInterval=None,
+        # The hub pings us; our own pings notice a hub that vanished without closing (a dead
+        # network path) long before TCP would.
+        autoPingInterval=30,
+        autoPingTimeout=30,
     )
     return factory
