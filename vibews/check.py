@@ -45,8 +45,8 @@ def check(argv: Sequence[str]) -> list[str]:
             raise CheckFailed(f"tokens file is invalid: {error}") from None
         agents, dashboards = table.names("agent"), table.names("dashboard")
         report.append(
-            f"tokens file {tokens}: {len(table)} tokens "
-            f"({len(agents)} agent names, {len(dashboards)} dashboard names)"
+            f"tokens file {tokens}: {len(table)} token(s) for {len(agents)} agent name(s) and "
+            f"{len(dashboards)} dashboard name(s)"
         )
     elif config.tokens and config.default_tokens_path.exists():
         raise CheckFailed(

@@ -166,7 +166,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one command; returns the exit status (2 for any error), never a traceback."""
+    """Run one command; returns the exit status (see :mod:`vibews.exitcodes`), never a
+    traceback."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (``vibews listen | head``): not an error worth a word.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return exitcodes.OK
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["check"] and argv[1:2] not in (["-h"], ["--help"]):
         # The server's options go to its own parser untouched (argparse would claim them).

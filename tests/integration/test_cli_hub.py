@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.utils import getProcessOutputAndValue
 
 from vibews import exitcodes
@@ -104,24 +104,34 @@ async def test_ask_expired(server: RunningServer) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_connection_errors_are_one_line_with_distinct_status(server: RunningServer) -> None:
-    _, err, status = await vibews(server, "ask", "x?", token="W" * 43)
-    assert status == exitcodes.AUTH
-    assert "HTTP 401 invalid token" in one_line(err) and "VIBEWS_TOKEN" in err.decode()
-    _, err, status = await vibews(server, "status", "x", "--url", f"ws://127.0.0.1:{free_port()}/")
-    assert status == exitcodes.UNREACHABLE
-    assert "cannot reach the hub" in one_line(err)
-    _, err, status = await vibews(server, "send", "agent_status", '{"state": ""}')
-    assert status == exitcodes.REFUSED
-    assert "(invalid_message): payload.state" in one_line(err)
-    _, err, status = await vibews(server, "send", "agent_status", "[1]")
-    assert status == exitcodes.USAGE
-    assert "must be a JSON object" in one_line(err)
-    _, err, status = await vibews(None, "status", "x")
-    assert status == exitcodes.USAGE
-    assert "no token" in one_line(err)
-    _, err, status = await vibews(server, "status", "x", "--url", "http://127.0.0.1:1/")
-    assert status == exitcodes.USAGE
-    assert "ws:// or wss://" in one_line(err)
+    cases = [
+        (vibews(server, "ask", "x?", token="W" * 43), exitcodes.AUTH, "HTTP 401 invalid token"),
+        (
+            vibews(server, "status", "x", "--url", f"ws://127.0.0.1:{free_port()}/"),
+            exitcodes.UNREACHABLE,
+            "cannot reach the hub",
+        ),
+        (
+            vibews(server, "send", "agent_status", '{"state": ""}'),
+            exitcodes.REFUSED,
+            "(invalid_message): payload.state",
+        ),
+        (
+            vibews(server, "send", "agent_status", "[1]"),
+            exitcodes.USAGE,
+            "must be a JSON object",
+        ),
+        (vibews(None, "status", "x"), exitcodes.USAGE, "no token"),
+        (
+            vibews(server, "status", "x", "--url", "http://127.0.0.1:1/"),
+            exitcodes.USAGE,
+            "ws:// or wss://",
+        ),
+    ]
+    results = await gatherResults([running for running, _, _ in cases])
+    for (out, err, status), (_, expected, said) in zip(results, cases, strict=True):
+        assert (out, status) == (b"", expected), err
+        assert said in one_line(err)
 
 
 @pytest_twisted.ensureDeferred
@@ -187,19 +197,24 @@ async def test_token_list_and_revoke_with_a_running_server(server: RunningServer
 
 async def test_check(tmp_path: Path) -> None:
     """check passes the options through twistd's own Options and reads the tokens file."""
-    out, err, status = await vibews(None, "check", "--data", str(tmp_path / "d"), "--port", "0")
+    (tmp_path / "tokens").write_text("alice admin sha256:" + "0" * 64 + "\n")
+    good, bad_tokens, bad_option, bad_endpoint = await gatherResults(
+        [
+            vibews(None, "check", "--data", str(tmp_path / "d"), "--port", "0"),
+            vibews(None, "check", "--tokens", str(tmp_path / "tokens")),
+            vibews(None, "check", "--port", "nope"),
+            vibews(None, "check", "--endpoint", "nonsense:1"),
+        ]
+    )
+    out, err, status = good
     assert status == 0, err
     assert b"ok: listen on tcp:0:interface=127.0.0.1" in out
     assert b"first start creates it" in out
     assert not (tmp_path / "d").exists()
-    (tmp_path / "tokens").write_text("alice admin sha256:" + "0" * 64 + "\n")
-    _, err, status = await vibews(None, "check", "--tokens", str(tmp_path / "tokens"))
-    assert status == exitcodes.USAGE
-    assert "tokens:1: role must be" in one_line(err)
-    _, err, status = await vibews(None, "check", "--port", "nope")
-    assert status == exitcodes.USAGE and "bad option" in one_line(err)
-    _, err, status = await vibews(None, "check", "--endpoint", "nonsense:1")
-    assert status == exitcodes.USAGE and "bad endpoint" in one_line(err)
+    assert bad_tokens[2] == exitcodes.USAGE
+    assert "tokens:1: role must be" in one_line(bad_tokens[1])
+    assert bad_option[2] == exitcodes.USAGE and "bad option" in one_line(bad_option[1])
+    assert bad_endpoint[2] == exitcodes.USAGE and "bad endpoint" in one_line(bad_endpoint[1])
 
 
 test_check = pytest_twisted.ensureDeferred(test_check)
