@@ -231,3 +231,38 @@ async def test_wss_verifies_the_certificate(tmp_path: Path) -> None:
             await untrusted.connect()
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hub_with_a_new_history_is_asked_again(tmp_path: Path) -> None:
+    """The hub comes back with another store (a new epoch, the question unknown to it): the waiting
+    ask() sends its question again, with the same id, and gets the answer from the new hub."""
+    first = await start_server(tmp_path / "one")
+    port = first.port
+    client = agent_client(first)
+    await client.connect()
+    dashboard = await first.dashboard()
+    asked = client.ask("Still there?", question_id="q-epoch")
+    await dashboard.next_of("question")
+    await first.stop()
+    (tmp_path / "two").mkdir(mode=0o700)
+    for name in ("tokens", "initial-tokens"):
+        (tmp_path / "two" / name).write_bytes((tmp_path / "one" / name).read_bytes())
+    second = await start_server(tmp_path / "two", endpoint=f"tcp:{port}:interface=127.0.0.1")
+    try:
+        assert client.welcome is not None
+        old_epoch = client.welcome.epoch
+        dashboard = await second.dashboard()
+        # The client may have reconnected before this dashboard did (the question is then in the
+        # snapshot) or after (it arrives live).
+        if not dashboard.welcome["payload"]["snapshot"]["questions"]:
+            assert (await dashboard.next_of("question"))["id"] == "q-epoch"
+        reply = await dashboard.request(
+            {"type": "answer", "id": "a1", "payload": {"question_id": "q-epoch", "text": "yes"}}
+        )
+        assert reply["type"] == "ack", reply
+        answer = await asked
+        assert answer.text == "yes" and client.welcome.epoch != old_epoch
+        await client.close()
+    finally:
+        await second.stop()

@@ -253,10 +253,8 @@ class Client:
         self.welcome = Welcome(
             str(payload.get("name")), str(payload.get("role")), seq, epoch, message
         )
-        if first or epoch != self._epoch:
-            if not first:
-                self.log.warn("the hub's history changed (new epoch); asking open questions again")
-                self._ask_again()
+        new_history = not first and epoch != self._epoch
+        if first or new_history:
             self._epoch = epoch
             self._last_seq = seq
             self._seen.clear()
@@ -266,6 +264,9 @@ class Client:
         for out in list(self._outbox.values()):
             if out.retry is None:
                 protocol.send_json(out.message)
+        if new_history:
+            self.log.warn("the hub's history changed (new epoch); asking open questions again")
+            self._ask_again()
         welcomed, self._welcomed = self._welcomed, []
         for d in welcomed:
             d.callback(self.welcome)
@@ -273,7 +274,7 @@ class Client:
     def _ask_again(self) -> None:
         """After the hub lost its history, questions still awaited are unknown to it: send them again
         (same ids), or their askers would wait for ever."""
-        for question_id, waiter in self._waiters.items():
+        for question_id, waiter in list(self._waiters.items()):
             if question_id not in self._outbox:
                 self._queue(waiter.question).addErrback(self._question_refused, question_id)
 
