@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -104,7 +105,14 @@ def run(command: Command, args: argparse.Namespace) -> int:
     reactor.callWhenRunning(start)
     reactor.run()
     if not outcome:
-        _say("interrupted")
+        question = getattr(args, "question_id", None)
+        if question:
+            _say(
+                f"interrupted; question {question!r} stays open: run the same command with "
+                f"--id {question} to wait for its answer again"
+            )
+        else:
+            _say("interrupted")
         return exitcodes.INTERRUPTED
     return outcome[0]
 
@@ -166,13 +174,14 @@ async def send(client: Client, args: argparse.Namespace) -> int:
 
 async def ask(client: Client, args: argparse.Namespace) -> int:
     schema = json_object(args.schema, "--schema") if args.schema else None
+    args.question_id = args.id or uuid.uuid4().hex
     answer = await client.ask(
         args.text,
         options=args.option,
         schema=schema,
         timeout=args.timeout,
         urgency=args.urgency,
-        question_id=args.id,
+        question_id=args.question_id,
     )
     if args.json:
         _print_json(answer.message)

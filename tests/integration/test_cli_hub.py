@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.utils import getProcessOutputAndValue
+from twisted.python.failure import Failure
 
 from vibews import exitcodes
 from vibews.testing import QueueClientProtocol, RunningServer, free_port
@@ -218,3 +220,50 @@ async def test_check(tmp_path: Path) -> None:
 
 
 test_check = pytest_twisted.ensureDeferred(test_check)
+
+
+class _Collect(ProcessProtocol):
+    def __init__(self) -> None:
+        self.out, self.err = b"", b""
+        self.ended: Deferred[int] = Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        value: Any = reason.value
+        self.ended.callback(value.exitCode if value.exitCode is not None else -value.signal)
+
+
+@pytest_twisted.ensureDeferred
+async def test_interrupted_ask_can_wait_again_with_its_id(server: RunningServer) -> None:
+    """Ctrl-C ends 'vibews ask' with 130 and names the question, which stays open; the same
+    command with --id ID then waits for that question and prints its answer."""
+    from twisted.internet import reactor
+
+    dashboard = await server.dashboard()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIBEWS_")}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "VIBEWS_URL": f"ws://127.0.0.1:{server.port}/",
+        "VIBEWS_TOKEN": server.agent_token,
+    }
+    first = _Collect()
+    command = [sys.executable, "-m", "vibews.cli", "ask", "Rotate keys?"]
+    process = reactor.spawnProcess(first, sys.executable, command, env=env)
+    question = await dashboard.next_of("question")
+    process.signalProcess("INT")
+    assert await first.ended == exitcodes.INTERRUPTED
+    assert f"--id {question['id']}" in one_line(first.err)
+    again = vibews(server, "ask", "Rotate keys?", "--id", question["id"])
+    reply = await dashboard.request(
+        {"type": "answer", "id": "a1", "payload": {"question_id": question["id"], "text": "now"}}
+    )
+    assert reply["type"] == "ack"
+    out, err, status = await again
+    assert (out, err, status) == (b"now\n", b"", 0)
+    snapshot = (await server.dashboard()).welcome["payload"]["snapshot"]
+    assert [q["id"] for q in snapshot["questions"]] == [question["id"]]  # asked once
