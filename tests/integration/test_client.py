@@ -266,3 +266,32 @@ async def test_a_hub_with_a_new_history_is_asked_again(tmp_path: Path) -> None:
         await client.close()
     finally:
         await second.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_rate_limited_messages_are_sent_again_until_stored(tmp_path: Path) -> None:
+    """rate_limited is not an error for the caller: the message stays in the outbox and is sent
+    again after a backoff, and each is stored once."""
+    server = await start_server(tmp_path / "data", rate=5.0, burst=2)
+    try:
+        dashboard = await server.dashboard()
+        client = agent_client(server)
+        await client.connect()
+        codes: list[str] = []
+        handle = client._refused
+
+        def spy(message: dict[str, Any]) -> None:
+            codes.append(message["payload"]["code"])
+            handle(message)
+
+        client._refused = spy  # type: ignore[method-assign]
+        acks = [await d for d in [client.status(f"s{n}") for n in range(4)]]
+        assert codes and set(codes) == {"rate_limited"}
+        assert sorted(a.seq for a in acks) == sorted({a.seq for a in acks})
+        states: list[str] = []
+        while len(states) < 4:
+            states.append((await dashboard.next_of("agent_status"))["payload"]["state"])
+        assert sorted(states) == ["s0", "s1", "s2", "s3"]
+        await client.close()
+    finally:
+        await server.stop()

@@ -394,7 +394,7 @@ class Client:
             return
         if code in RETRIED_CODES:
             out.attempts += 1
-            delay = min(30.0, 2.0**out.attempts) + random.random()
+            delay = min(30.0, 2.0 ** (out.attempts - 1)) + random.random()  # 1, 2, 4 ... s
             out.retry = self.reactor.callLater(delay, self._resend, str(message_id))
             return
         del self._outbox[str(message_id)]
