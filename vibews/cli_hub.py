@@ -128,7 +128,7 @@ def _report(failure: Failure) -> int:
     )
 
     error = failure.value
-    if isinstance(error, UsageProblem):
+    if isinstance(error, UsageProblem | ValueError):
         _say(str(error))
         return exitcodes.USAGE
     if isinstance(error, AuthenticationFailed):

@@ -124,6 +124,8 @@ async def test_connection_errors_are_one_line_with_distinct_status(server: Runni
             "must be a JSON object",
         ),
         (vibews(None, "status", "x"), exitcodes.USAGE, "no token"),
+        (vibews(server, "send", "ack", '{"seq": 1}'), exitcodes.USAGE, "'ack' is never acked"),
+        (vibews(server, "ask", "x?", "--id", "i" * 129), exitcodes.USAGE, "1 to 128 characters"),
         (
             vibews(server, "status", "x", "--url", "http://127.0.0.1:1/"),
             exitcodes.USAGE,

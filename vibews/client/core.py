@@ -466,6 +466,8 @@ class Client:
     ) -> Deferred[Ack]:
         """Send any message; fires with its :class:`Ack` once the hub stored it (even if this takes
         reconnects), or fails with a :class:`~vibews.client.errors.Refused` subclass."""
+        if message_type in ("ack", "resume"):
+            raise ValueError(f"'{message_type}' is never acked; the client sends it itself")
         message: dict[str, Any] = {"type": message_type, "id": check_id(message_id or new_id())}
         message["payload"] = dict(payload)
         return self._queue(message)
