@@ -24,7 +24,7 @@ from vibews.config import Config
 from vibews.hub import Hub, HubSettings
 from vibews.metrics import Metrics, MetricsResource
 from vibews.server import ConnectionSettings, VibeServerFactory
-from vibews.store.redis import RedisStore
+from vibews.store.redis import RedisAddress, RedisStore
 from vibews.store.sqlite import SQLiteStore, StoreLocked
 from vibews.tokens import TokensFileError, TokenTable, create_initial_tokens, load_tokens
 from vibews.tokenwatch import TokenWatcher
@@ -166,13 +166,14 @@ def _redis_store(config: Config, reactor: Any, metrics: Metrics) -> RedisStore:
         raise StartupError(f"bad --redis: {error}") from None
 
 
-def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsService:
-    """Build the server graph; raises :class:`StartupError` with a readable reason.
-
-    With ``listen=False`` nothing is bound: the host application mounts ``service.root`` (a
-    twisted.web resource serving the WebSocket upgrade, ``healthz`` and ``metrics``) under a path of
-    its own Site, and parents the service so start-up and shut-down stay in order.
-    """
+def check_config(config: Config, reactor: Any, listen: bool = True) -> None:
+    """The checks that need no side effect (nothing bound, created or opened); raises
+    :class:`StartupError`. ``build_service`` and ``vibews check`` share them."""
+    if config.redis:
+        try:
+            RedisAddress.parse(config.redis)
+        except ValueError as error:
+            raise StartupError(f"bad --redis: {error}") from None
     for description in config.listen if listen else ():
         try:
             endpoints.serverFromString(reactor, description)
@@ -184,6 +185,20 @@ def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsSe
                     " vibews through its .socket unit)"
                 ) from None
             raise StartupError(f"bad endpoint {description!r}: {error}") from None
+    try:
+        Gate(TokenTable, config.allow_origins)
+    except ValueError as error:
+        raise StartupError(f"bad --allow-origin: {error}") from None
+
+
+def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsService:
+    """Build the server graph; raises :class:`StartupError` with a readable reason.
+
+    With ``listen=False`` nothing is bound: the host application mounts ``service.root`` (a
+    twisted.web resource serving the WebSocket upgrade, ``healthz`` and ``metrics``) under a path of
+    its own Site, and parents the service so start-up and shut-down stay in order.
+    """
+    check_config(config, reactor, listen)
     try:
         config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as error:
