@@ -84,8 +84,11 @@ class RawWebSocket(Protocol):
             payload = self.buffer[offset : offset + size]
             self.buffer = self.buffer[offset + size :]
             self.frames.append((opcode, payload))
-            if opcode == CLOSE and len(payload) >= 2:
-                self.close_code = struct.unpack("!H", payload[:2])[0]
+            if opcode == CLOSE:
+                if len(payload) >= 2:
+                    self.close_code = struct.unpack("!H", payload[:2])[0]
+                # Answer the close as a client should, so the server need not wait it out.
+                self.send_frame(CLOSE, payload[:2])
             if opcode == TEXT:
                 self._deliver(json.loads(payload))
 
