@@ -213,7 +213,10 @@ class VibeServerProtocol(WebSocketServerProtocol):
             super().onPing(payload)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self._session is None:
+        if self._session is None or self.state != WebSocketServerProtocol.STATE_OPEN:
+            # Once we sent a close (1008, 1013, 1001 ...) nothing more is taken: it could be
+            # stored but never acked (no data frames after a close), and a policy close must
+            # end the flood, not just its replies.
             return
         if isBinary:
             self.close_with(

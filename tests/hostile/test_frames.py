@@ -138,7 +138,7 @@ async def test_deeply_nested_and_huge_json(server: RunningServer) -> None:
     bodies = {
         "numbers": [1] * 30000,
         "keys": {f"k{i}": i for i in range(5000)},
-        "escapes": "\\\"\n\t\u2028" * 2500,
+        "escapes": '\\"\n\t\u2028' * 2500,
     }
     for name, body in bodies.items():
         message = {"type": "agent_status", "id": name, "payload": {"state": "s", "b": body}}
