@@ -161,7 +161,7 @@ async def open_raw(
     from twisted.internet import reactor
 
     endpoint = endpoints.TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=timeout)
-    raw: RawWebSocket = await endpoint.connect(Factory.forProtocol(RawWebSocket))
+    raw: Any = await endpoint.connect(Factory.forProtocol(RawWebSocket))
     if upgrade:
         all_headers = dict(headers or {})
         if token is not None:
@@ -170,4 +170,5 @@ async def open_raw(
         upgraded = raw.upgraded
         upgraded.addTimeout(timeout, reactor)
         await upgraded
-    return raw
+    opened: RawWebSocket = raw
+    return opened

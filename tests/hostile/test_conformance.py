@@ -19,6 +19,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -74,7 +75,7 @@ async def test_autobahn_testsuite_cases_pass(tmp_path: Path) -> None:
 
     kosoku runs as a process of its own: its case files import a py2-era ``autobahn`` shim that
     the real Autobahn, loaded in this process, would shadow."""
-    port = reactor.listenTCP(0, EchoFactory(ConnectionSettings()), interface="127.0.0.1")
+    port: Any = reactor.listenTCP(0, EchoFactory(ConnectionSettings()), interface="127.0.0.1")
     include = [arg for case in CASES for arg in ("-i", case)]
     try:
         out, err, code = await getProcessOutputAndValue(
@@ -83,7 +84,9 @@ async def test_autobahn_testsuite_cases_pass(tmp_path: Path) -> None:
             env=dict(os.environ),
         )
     finally:
-        await port.stopListening()
+        stopped = port.stopListening()
+        if stopped is not None:
+            await stopped
     index_file = tmp_path / "index.json"
     assert index_file.exists(), f"kosoku wrote no report ({code}):\n{out!r}\n{err!r}"
     (results,) = json.loads(index_file.read_text()).values()

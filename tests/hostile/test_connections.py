@@ -133,7 +133,7 @@ async def test_thousand_slow_consumers_are_closed_and_lose_nothing(tmp_path: Pat
             acked.append(reply["seq"])
             sent += 1
         assert server.service.hub.connection_count() == 2, "slow consumers still attached"
-        seen = []
+        seen: list[int] = []
         while len(seen) < len(acked):
             message = await reader.next_message(timeout=60)
             if message["type"] == "agent_status":

@@ -52,13 +52,21 @@ VALID: dict[str, dict[str, Any]] = {
     "ack": {"type": "ack", "seq": 0},
     "resume": {"type": "resume", "payload": {"since": 0}},
 }
-WRONG_TYPES = {"null": None, "int": 7, "bool": True, "list": ["x"], "object": {"x": 1}}
+WRONG_TYPES: dict[str, Any] = {
+    "null": None,
+    "int": 7,
+    "bool": True,
+    "list": ["x"],
+    "object": {"x": 1},
+}
 
 
 def _text(limit: int | None, *, empty_ok: bool = False) -> dict[str, tuple[Any, str]]:
     """A string field: wrong types, empty, one code point over the limit; at the limit it is
     accepted (counted in code points: 'é' is two bytes, one code point)."""
-    cases = {label: (value, "invalid_message") for label, value in WRONG_TYPES.items()}
+    cases: dict[str, tuple[Any, str]] = {
+        label: (value, "invalid_message") for label, value in WRONG_TYPES.items()
+    }
     cases["missing"] = (MISSING, "invalid_message")
     cases["empty"] = ("", "ack" if empty_ok else "invalid_message")
     if limit is not None:
@@ -70,7 +78,9 @@ def _text(limit: int | None, *, empty_ok: bool = False) -> dict[str, tuple[Any, 
 
 
 def _question_id() -> dict[str, tuple[Any, str]]:
-    cases = {label: (value, "invalid_message") for label, value in WRONG_TYPES.items()}
+    cases: dict[str, tuple[Any, str]] = {
+        label: (value, "invalid_message") for label, value in WRONG_TYPES.items()
+    }
     cases |= {
         "missing": (MISSING, "invalid_message"),
         "empty": ("", "invalid_message"),
@@ -255,7 +265,7 @@ CASES = _cases()
 
 
 def _build(case: Case, message_id: str) -> dict[str, Any]:
-    message = json.loads(json.dumps(VALID[case.type]))
+    message: dict[str, Any] = json.loads(json.dumps(VALID[case.type]))
     message["id"] = message_id
     if case.field == "role":
         return message
