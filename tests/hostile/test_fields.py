@@ -282,6 +282,7 @@ def _build(case: Case, message_id: str) -> dict[str, Any]:
 class Arena:
     server: RunningServer
     acked: list[int]
+    watcher: QueueClientProtocol  # a dashboard that sees every delivery
     counter: int = 0
 
 
@@ -295,7 +296,7 @@ async def arena(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Arena
     )
     keeper = await server.agent()
     asked = await keeper.request({"type": "question", "id": "q-open", "payload": {"text": "?"}})
-    arena = Arena(server, [asked["seq"]])
+    arena = Arena(server, [asked["seq"]], await server.dashboard())
     yield arena
     await assert_still_serving(server, arena.acked)
     await server.stop()
@@ -312,7 +313,8 @@ async def _client(arena: Arena, role: str) -> QueueClientProtocol:
 @pytest_twisted.ensureDeferred
 async def test_field(arena: Arena, case: Case) -> None:
     """The case's message gets the contract's code (with the message's id, or null for a bad id)
-    and a text naming the field; nothing is stored; the connection then serves a good message."""
+    and a text naming the field; nothing is stored; the connection then serves a good message,
+    which a dashboard receives."""
     arena.counter += 1
     message_id = f"m{arena.counter}"
     message = _build(case, message_id)
@@ -338,6 +340,10 @@ async def test_field(arena: Arena, case: Case) -> None:
         )
         assert ok["type"] == "ack", ok
         arena.acked.append(ok["seq"])
+        # ... and delivered: the watching dashboard gets it (after anything the case stored).
+        while (relayed := await arena.watcher.next_message())["seq"] != ok["seq"]:
+            assert relayed["seq"] < ok["seq"], relayed
+        assert relayed["id"] == f"{message_id}-ok" and relayed["from"] == "agent"
     else:
         _replayed, resumed = await client.resume(arena.server.service.store.head())
         assert resumed["payload"]["complete"] is True
