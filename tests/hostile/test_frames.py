@@ -5,25 +5,45 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 
 import pytest
 import pytest_twisted
 
 from vibews.rawws import BINARY, CONTINUATION, PING, PONG, TEXT, open_raw
-from vibews.testing import RunningServer, assert_still_serving
+from vibews.testing import RunningServer, assert_still_serving, start_server
 
 SEED = 8  # the random inputs are the same on every run
 
 
 @pytest_twisted.ensureDeferred
-async def test_random_bytes_in_text_frames(server: RunningServer) -> None:
-    """200 random byte strings as text frames: invalid UTF-8 closes with 1007, valid UTF-8 that is
-    not JSON is refused with invalid_json (or invalid_message for a bare JSON value)."""
+async def test_random_bytes_in_text_frames(tmp_path: Path) -> None:
+    """200 random byte strings and 200 random texts (code points below U+D800, JSON's punctuation
+    mixed in) as text frames: invalid UTF-8 closes with 1007, valid UTF-8 that is not a JSON
+    object is refused with invalid_json or invalid_message and the connection stays (no refusal
+    limit here: it is not what this test is about)."""
+    server = await start_server(tmp_path / "data", max_refused=1_000_000)
+    try:
+        await _random_frames(server)
+    finally:
+        await server.stop()
+
+
+async def _random_frames(server: RunningServer) -> None:
     rng = random.Random(SEED)
     closed = refused = 0
+    alphabet = '{}[]":,0123456789.eE-+ \\ntrufalsu' + "é€𝄞\u2028\x00"
     agent = await open_raw(server.port, server.agent_token)
-    for _ in range(200):
-        payload = rng.randbytes(rng.randrange(1, 300))
+    for i in range(400):
+        if i % 2:
+            payload = rng.randbytes(rng.randrange(1, 300))
+        else:
+            size = rng.randrange(1, 300)
+            garbage = "".join(
+                rng.choice(alphabet) if rng.random() < 0.7 else chr(rng.randrange(0xD800))
+                for _ in range(size)
+            )
+            payload = garbage.encode()
         try:
             text = payload.decode()
         except UnicodeDecodeError:
@@ -37,7 +57,7 @@ async def test_random_bytes_in_text_frames(server: RunningServer) -> None:
             error = await agent.next_of("error")
             assert error["payload"]["code"] in ("invalid_json", "invalid_message")
             refused += 1
-    assert closed > 100, (closed, refused)
+    assert closed > 150 and refused > 150, (closed, refused)
     await assert_still_serving(server)
 
 
