@@ -34,6 +34,7 @@ class Config:
     presence_grace: float = 5.0
     claim_ttl: float = 60.0
     max_connections: int = 10_000
+    max_open_questions: int = 1000
     dashboard: bool = True
 
     @property

@@ -249,6 +249,7 @@ class Hub:
             now=now,
             connection_id=session.connection_id,
             claim_ttl=self.settings.claim_ttl,
+            max_open_questions=self.settings.max_open_questions,
         )
         try:
             d = self.store.transact(handlers.data_work(incoming))

@@ -52,6 +52,7 @@ class Incoming:
     now: float
     connection_id: str = ""
     claim_ttl: float = 60.0
+    max_open_questions: int = 1000
 
     @property
     def payload(self) -> Mapping[str, Any]:
@@ -132,6 +133,16 @@ def ask(txn: IStoreTransaction, incoming: Incoming) -> Accepted:
             )
         # The same agent re-sent a question whose id left the duplicate window: same question.
         return Accepted(incoming.message_id, existing.seq, duplicate=True)
+    if txn.count_open_questions(incoming.sender.name) >= incoming.max_open_questions:
+        # Open questions live in every dashboard's snapshot: an agent that asks without end
+        # would grow every welcome. A quota, like the rate: wait (for answers) and re-send.
+        raise Refusal(
+            protocol.RATE_LIMITED,
+            f"agent '{incoming.sender.name}' already has {incoming.max_open_questions} open"
+            " questions (--max-open-questions); re-send this one once some are answered,"
+            " withdrawn or expired",
+            incoming.message_id,
+        )
     stored = append(txn, incoming)
     deadline = _deadline(incoming.payload, incoming.now)
     schema = incoming.payload.get("schema")

@@ -73,3 +73,4 @@ class HubSettings:
     heartbeat: float = 20.0
     shutdown_grace: float = 5.0
     claim_ttl: float = 60.0
+    max_open_questions: int = 1000

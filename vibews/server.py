@@ -213,7 +213,10 @@ class VibeServerProtocol(WebSocketServerProtocol):
             super().onPing(payload)
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        if self._session is None:
+        if self._session is None or self.state != WebSocketServerProtocol.STATE_OPEN:
+            # Once we sent a close (1008, 1013, 1001 ...) nothing more is taken: it could be
+            # stored but never acked (no data frames after a close), and a policy close must
+            # end the flood, not just its replies.
             return
         if isBinary:
             self.close_with(
@@ -257,22 +260,28 @@ class VibeServerFactory(WebSocketServerFactory):
         self.hub = hub
         self.gate = gate
         self.settings = settings
-        self.setProtocolOptions(
-            maxFramePayloadSize=settings.max_message_size,
-            maxMessagePayloadSize=settings.max_message_size,
-            autoPingInterval=settings.ping_interval,
-            autoPingTimeout=settings.ping_timeout,
-            openHandshakeTimeout=settings.handshake_timeout,
-            closeHandshakeTimeout=5,
-            # No permessage-deflate: compressed frames have bypassed size limits before.
-            perMessageCompressionAccept=_accept_no_compression,
-            utf8validateIncoming=True,
-            failByDrop=False,
-            webStatus=False,
-            # Origins are checked by our Gate (403 before the token); Autobahn must let all through.
-            allowedOrigins=["*"],
-            allowNullOrigin=True,
-        )
+        configure_factory(self, settings)
+
+
+def configure_factory(factory: WebSocketServerFactory, settings: ConnectionSettings) -> None:
+    """Apply the WebSocket options vibews serves with. One function, so that the conformance test's
+    echo server (tests/hostile/test_conformance.py) runs with exactly the production options."""
+    factory.setProtocolOptions(
+        maxFramePayloadSize=settings.max_message_size,
+        maxMessagePayloadSize=settings.max_message_size,
+        autoPingInterval=settings.ping_interval,
+        autoPingTimeout=settings.ping_timeout,
+        openHandshakeTimeout=settings.handshake_timeout,
+        closeHandshakeTimeout=5,
+        # No permessage-deflate: compressed frames have bypassed size limits before.
+        perMessageCompressionAccept=_accept_no_compression,
+        utf8validateIncoming=True,
+        failByDrop=False,
+        webStatus=False,
+        # Origins are checked by our Gate (403 before the token); Autobahn must let all through.
+        allowedOrigins=["*"],
+        allowNullOrigin=True,
+    )
 
 
 def _accept_no_compression(offers: Any) -> None:

@@ -228,6 +228,7 @@ def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsSe
         presence_grace=config.presence_grace,
         heartbeat=config.ping_interval,
         claim_ttl=config.claim_ttl,
+        max_open_questions=config.max_open_questions,
     )
     holder: dict[str, TokenWatcher] = {}
     metrics.track_head(store.head)

@@ -135,6 +135,13 @@ class Options(usage.Options):
         ],
         ["claim-ttl", None, 60.0, "Seconds a claim on a question lasts.", _positive_float],
         ["max-connections", None, 10000, "Past it, new upgrades get HTTP 503.", _positive_int],
+        [
+            "max-open-questions",
+            None,
+            1000,
+            "Open questions one agent name may have; past it, rate_limited.",
+            _positive_int,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -176,6 +183,7 @@ class Options(usage.Options):
             presence_grace=self["presence-grace"],
             claim_ttl=self["claim-ttl"],
             max_connections=self["max-connections"],
+            max_open_questions=self["max-open-questions"],
             dashboard=not self["no-dashboard"],
         )
 

@@ -14,8 +14,9 @@ import socket
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -332,6 +333,51 @@ class RunningServer:
         result = self.service.stopService()
         if isinstance(result, Deferred):
             await result
+
+
+async def assert_still_serving(server: RunningServer, acked: Iterable[int] = ()) -> list[int]:
+    """What every hostile test checks after its attack: a new agent and dashboard connect; the
+    agent's status is acked and relayed to the dashboard; its question is answered and the answer
+    reaches it; and every ``seq`` in ``acked`` (plus the probe's own) is still in the store and
+    replayed to a fresh ``resume``. Returns the probe's acked seqs."""
+    tag = uuid.uuid4().hex[:12]
+    agent = await server.agent()
+    dashboard = await server.dashboard()
+    status = await agent.request(
+        {"type": "agent_status", "id": f"probe-{tag}", "payload": {"state": "probing"}}
+    )
+    assert status["type"] == "ack", status
+    while (relayed := await dashboard.next_message())["seq"] != status["seq"]:
+        pass
+    assert relayed["id"] == f"probe-{tag}" and relayed["from"] == "agent", relayed
+    question = await agent.request(
+        {"type": "question", "id": f"probe-q-{tag}", "payload": {"text": "still there?"}}
+    )
+    assert question["type"] == "ack", question
+    answer = await dashboard.request(
+        {
+            "type": "answer",
+            "id": f"probe-a-{tag}",
+            "payload": {"question_id": f"probe-q-{tag}", "text": "yes"},
+        }
+    )
+    assert answer["type"] == "ack", answer
+    while (got := await agent.next_message())["type"] != "answer":
+        pass
+    assert got["seq"] == answer["seq"] and got["payload"]["text"] == "yes", got
+    mine = [status["seq"], question["seq"], answer["seq"]]
+    wanted = sorted({*acked, *mine})
+    stored = {m.seq for m in server.service.store.read(wanted[0] - 1, None, 1 << 30)}
+    missing = [seq for seq in wanted if seq not in stored]
+    assert not missing, f"acked but not in the store: {missing[:20]}"
+    watcher = await server.dashboard()
+    replayed, resumed = await watcher.resume(wanted[0] - 1)
+    replayed_seqs = {m["seq"] for m in replayed if "seq" in m}
+    assert not [seq for seq in wanted if seq not in replayed_seqs], "a resume lost acked messages"
+    assert resumed["payload"]["complete"] is True
+    for client in (agent, dashboard, watcher):
+        client.disconnect()
+    return mine
 
 
 def initial_secrets(data: Path) -> dict[str, str]:

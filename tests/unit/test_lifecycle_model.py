@@ -10,6 +10,12 @@ Where the contract leaves room, the model follows docs/lifecycle.rst: ``withdraw
 (``forbidden``) before the state (``already_answered``), and the ``question_closed`` of an expiry is
 pending for the agent like an answer (sent again after each ``welcome`` until it is acked).
 
+Re-sent messages and ``resume`` are modelled too: a message re-sent with an id its sender name
+already stored gets the original ``seq`` with ``"duplicate": true`` and stores nothing; ``resume``
+from any step boundary replays exactly the model's messages after it (an agent: only its own
+answers and closings), then ``resumed``. The model keeps its own journal (``log``), one item per
+stored message, so it also predicts the store's ``seq`` count after every step.
+
 Times are on a quarter-second grid, so deadlines are often met exactly (a question expires *at* its
 deadline). When a question's claim would lapse at the very instant it expires, the contract does not
 say whether ``claimed`` (by null) comes before ``question_closed``: the model accepts either.
@@ -161,6 +167,8 @@ class Expected:
     code: str | None = None
     kind: str | None = None
     question: str | None = None
+    duplicate_of: int | None = None  # a re-sent message: the original ack's seq
+    frame: dict[str, Any] | None = None  # what was sent (filled in by _send)
 
 
 @attrs.define(eq=False)
@@ -227,6 +235,13 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.tied: set[str] = set()  # questions whose claim ran out as they expired, this step
         self.counter = 0
         self.restarts = 0
+        # The model's journal: every stored message, in the order the steps stored them; and the
+        # journal's length after each step (where a resume's ``since`` may point).
+        self.log: list[tuple[Item, str | None]] = []
+        self.boundaries: set[int] = {0}
+        # Per sender name: message id -> (the frame, its seq), for every message acked (not
+        # ``ack``/``resume``, which are never acked).
+        self.sent: dict[str, dict[str, tuple[dict[str, Any], int]]] = {}
         for name in CLIENTS:
             self._connect(name)
         self._settle()
@@ -271,6 +286,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     def _send(self, conn: Conn, frame: dict[str, Any], expected: Expected) -> None:
         note(f"{conn.name}#{conn.number} sends {json.dumps(frame)}; expects {expected}")
         event(f"reply: {expected.code or 'ack'} to {frame['type']}")
+        expected.frame = frame
         conn.replies.append(expected)
         conn.session.receive(json.dumps(frame).encode())
 
@@ -435,6 +451,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                     assert frame["seq"] == conn.last_seq + 1, ("seq gap", conn.name, frame)
                     conn.last_seq = frame["seq"]
                     assert journal[frame["seq"]] == frame, "delivered as stored"
+        self.log.extend(self.events)
+        self.boundaries.add(len(self.log))
         self.events.clear()
         self.tied.clear()
         for peer, count in self.dead:
@@ -454,7 +472,17 @@ class LifecycleMachine(RuleBasedStateMachine):
         for reply, wanted in zip(replies, expected, strict=True):
             if reply["type"] != "ack":
                 continue
+            if wanted.duplicate_of is not None:
+                assert reply == {
+                    "type": "ack",
+                    "id": wanted.message_id,
+                    "seq": wanted.duplicate_of,
+                    "duplicate": True,
+                }, reply
+                continue
             assert "duplicate" not in reply, reply
+            assert wanted.frame is not None
+            self.sent.setdefault(conn.name, {})[wanted.message_id] = (wanted.frame, reply["seq"])
             conn.newest = max(conn.newest, reply["seq"])
             entry = journal[reply["seq"]]
             assert wanted.kind is not None and wanted.question is not None
@@ -496,6 +524,10 @@ class LifecycleMachine(RuleBasedStateMachine):
         for question in self.questions.values():
             assert closed.get(question.id, OPEN) == question.state, (question, closed)
             assert (question.id in receipts) == question.delivered, question
+
+    @invariant()
+    def every_stored_message_is_in_the_model(self) -> None:
+        assert self.store.head() == len(self.log), (self.store.head(), len(self.log))
 
     @invariant()
     def nothing_failed_in_the_hub(self) -> None:
@@ -709,14 +741,82 @@ class LifecycleMachine(RuleBasedStateMachine):
         started.addBoth(outcome.append)
         assert len(outcome) == 1 and not hasattr(outcome[0], "getTraceback"), outcome
         for question in self.questions.values():
-            if question.state == OPEN:
-                question.claim = None
+            if question.state == OPEN and question.claim is not None:
+                self._lapse(question)
+        # Stored while nobody was connected: claims lapse and every agent that was online goes
+        # offline (at the stop, or for a crash at the start), then deadlines passed while down
+        # expire.
+        for conn in live:
+            if conn.is_agent:
+                self._emit(("presence", conn.name, False))
         self._time_passes(self._now())
         if any(item[0] == "question_closed" for item, _ in self.events):
             event("a deadline passed while the server was down")
-        self.events.clear()  # stored while nobody was connected
+        stored = [_item(m) for m in self._journal()[len(self.log) :]]
+        assert _by_subject(stored) == _by_subject(item for item, _ in self.events), stored
+        self.log.extend(self.events)
+        self.boundaries.add(len(self.log))
+        self.events.clear()
         for name in order:
             self._connect(name)
+        self._settle()
+
+    @precondition(lambda self: any(self.sent.get(name) for name in self._live()))
+    @rule(data=st.data())
+    def resend(self, data: st.DataObject) -> None:
+        """A client re-sends a message its name already stored (a retry after a lost ack, maybe
+        on a new connection, maybe after a restart, maybe after the question moved on): the
+        original seq with ``duplicate``, nothing stored, nothing delivered."""
+        names = [name for name in self._live() if self.sent.get(name)]
+        conn = self._conn(data.draw(st.sampled_from(names), label="sender"))
+        message_id = data.draw(st.sampled_from(sorted(self.sent[conn.name])), label="id")
+        frame, seq = self.sent[conn.name][message_id]
+        event(f"re-sent: {frame['type']}")
+        self._send(conn, frame, Expected(message_id, duplicate_of=seq))
+        self._settle()
+
+    @precondition(lambda self: self._live())
+    @rule(data=st.data(), other_epoch=st.sampled_from([False, False, False, True]))
+    def resume(self, data: st.DataObject, other_epoch: bool) -> None:
+        """A client resumes from a step boundary (or beyond the head, or from another epoch): the
+        replay is exactly the model's journal after ``since`` that this client may see, in seq
+        order and as stored, then ``resumed`` (complete unless it could not be)."""
+        conn = self._conn(data.draw(st.sampled_from(self._live()), label="client"))
+        head = len(self.log)
+        choices = sorted(self.boundaries | {head + 1, head + 5})
+        since = data.draw(st.sampled_from(choices), label="since")
+        payload: dict[str, Any] = {"since": since}
+        if other_epoch:
+            payload["epoch"] = "another-store"
+        note(f"{conn.name}#{conn.number} resumes {payload}")
+        assert conn.peer.messages[conn.checked :] == [], "unchecked messages before resume"
+        conn.session.receive(json.dumps({"type": "resume", "payload": payload}).encode())
+        self.clock.advance(0)
+        new = conn.peer.messages[conn.checked :]
+        kinds = [m["type"] for m in new]
+        assert "resumed" in kinds and kinds.index("resumed") == len(new) - 1, kinds
+        replayed, resumed = new[:-1], new[-1]
+        conn.checked = len(conn.peer.messages)
+        complete = not other_epoch and since <= head
+        expected = [
+            item
+            for item, agent in (self.log[since:] if complete else [])
+            if not conn.is_agent or agent == conn.name
+        ]
+        got = [_item(m) for m in replayed]
+        assert _by_subject(got) == _by_subject(expected), (got, expected)
+        seqs = [m["seq"] for m in replayed]
+        assert seqs == sorted(set(seqs)) and all(seq > since for seq in seqs), seqs
+        journal = {m["seq"]: m for m in self._journal()}
+        assert all(journal[m["seq"]] == m for m in replayed), "replayed as stored"
+        assert resumed["payload"]["since"] == since
+        assert resumed["payload"]["seq"] == head
+        assert resumed["payload"]["complete"] is complete
+        event(f"resume: {'complete' if complete else 'incomplete'}, {len(replayed)} replayed")
+        if conn.is_agent:
+            for frame in replayed:
+                # Replayed answers and closings count as delivered on this connection.
+                conn.unacked[_item(frame)[:2]] = frame["seq"]
         self._settle()
 
     def teardown(self) -> None:

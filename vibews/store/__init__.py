@@ -106,6 +106,9 @@ class IStoreTransaction(Interface):
     def get_question(question_id: str) -> QuestionRecord | None:
         """The stored question with this id, open or not."""
 
+    def count_open_questions(agent: str) -> int:
+        """How many of ``agent``'s questions are ``open`` (for ``--max-open-questions``)."""
+
     def add_question(
         question_id: str,
         agent: str,

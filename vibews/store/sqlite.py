@@ -80,6 +80,7 @@ CREATE TABLE IF NOT EXISTS questions (
 );
 CREATE INDEX IF NOT EXISTS questions_open ON questions (state, seq);
 CREATE INDEX IF NOT EXISTS questions_closed ON questions (closing_seq);
+CREATE INDEX IF NOT EXISTS questions_agent_open ON questions (agent) WHERE state = 'open';
 CREATE UNIQUE INDEX IF NOT EXISTS questions_answer ON questions (answer_seq)
     WHERE answer_seq IS NOT NULL;
 CREATE TABLE IF NOT EXISTS pending (
@@ -192,6 +193,12 @@ class _Transaction:
             (question_id,),
         ).fetchone()
         return None if row is None else _question(row)
+
+    def count_open_questions(self, agent: str) -> int:
+        row = self._db.execute(
+            "SELECT COUNT(*) FROM questions WHERE agent = ? AND state = 'open'", (agent,)
+        ).fetchone()
+        return int(row[0])
 
     def add_question(
         self,
