@@ -125,9 +125,9 @@ def read_tokens(path: str) -> dict[str, tuple[str, str]]:
 def main() -> None:
     port, tokens_file = int(sys.argv[1]), sys.argv[2]
     factory = HubFactory(read_tokens(tokens_file))
-    reactor.listenTCP(port, factory, interface="127.0.0.1")  # type: ignore[attr-defined]
+    reactor.listenTCP(port, factory, interface="127.0.0.1")
     print(f"autobahn baseline listening on 127.0.0.1:{port}", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    reactor.run()
 
 
 if __name__ == "__main__":
