@@ -604,6 +604,7 @@ static int run_fanout(void) {
     uint64_t t0 = now_us();
     double per_agent_us = opt_rate > 0 ? 1e6 * opt_agents / opt_rate : 0;
     uint64_t expected = (uint64_t)total * (uint64_t)opt_dashboards;
+    uint64_t last_progress = t0;
     while (!failed && (acks_total < (uint64_t)total || deliveries < expected)) {
         uint64_t t = now_us();
         for (int a = 0; a < opt_agents; a++) {
@@ -619,8 +620,12 @@ static int run_fanout(void) {
                     send_agent_message(c, c->next_k++, t);
             }
         }
+        uint64_t seen = deliveries;
         poll_once(opt_rate > 0 ? 1 : 100);
         check_deadline("acks and deliveries");
+        /* Everything acked and nothing arriving for a while: something was lost; say what. */
+        if (deliveries != seen) last_progress = now_us();
+        else if (acks_total == (uint64_t)total && now_us() - last_progress > 2000000) break;
     }
     uint64_t elapsed = now_us() - t0;
     if (!failed) verify_deliveries(0, opt_dashboards, total);
