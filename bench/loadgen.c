@@ -409,7 +409,8 @@ static void on_readable(conn *c) {
         if (r < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN) return;
-            fail("read: %s", strerror(errno));
+            fail("read from %s %d (%s): %s", c->role == AGENT ? "agent" : "dashboard", c->index,
+                 c->state == S_HANDSHAKE ? "in its handshake" : "open", strerror(errno));
             c->state = S_CLOSED;
             return;
         }
