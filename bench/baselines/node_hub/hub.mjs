@@ -101,16 +101,19 @@ function receive(ws, identity, data, isBinary) {
   }
   seq += 1;
   const id = typeof msg.id === 'string' ? msg.id : `srv-${randomBytes(16).toString('hex')}`;
-  const relay = JSON.stringify({
-    type: msg.type,
-    id,
-    timestamp: typeof msg.timestamp === 'string' ? msg.timestamp : new Date().toISOString(),
-    from: identity.name,
-    seq,
-    payload,
-  });
+  // Encoded to bytes once too: given a string, ws would convert it again for every recipient.
+  const relay = Buffer.from(
+    JSON.stringify({
+      type: msg.type,
+      id,
+      timestamp: typeof msg.timestamp === 'string' ? msg.timestamp : new Date().toISOString(),
+      from: identity.name,
+      seq,
+      payload,
+    }),
+  );
   ws.send(JSON.stringify({ type: 'ack', id, seq }));
-  for (const dashboard of dashboards) dashboard.send(relay);
+  for (const dashboard of dashboards) dashboard.send(relay, { binary: false });
 }
 
 http.listen(Number(port), '127.0.0.1', () => {
