@@ -65,9 +65,14 @@ class _WebSocketPeer:
             return
         if not self.reserve(len(message.data)):
             return
+        if getattr(protocol, "_perMessageCompress", None) is not None:
+            # Never happens (_accept_no_compression), but a compressed frame is per connection.
+            self.flush()
+            protocol.sendMessage(message.data)
+            return
         if message.prepared is None:
             # The whole frame, built once for every recipient. Sound because no extension is
-            # ever negotiated (_accept_no_compression): the frame is the same on every connection.
+            # negotiated (checked just above): the frame is the same on every connection.
             message.prepared = protocol.factory.prepareMessage(message.data).payloadHybi
         self._pending.append(message.prepared)
         self._pending_bytes += len(message.prepared)
