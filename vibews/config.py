@@ -10,6 +10,11 @@ import attrs
 DEFAULT_PORT = 3001
 
 
+# Connections the kernel holds for us to accept. Twisted's default (50) overflows when a few hundred
+# clients connect at once (a restart, a reconnect storm): their handshakes then stall or are reset.
+LISTEN_BACKLOG = 1024
+
+
 @attrs.frozen
 class Config:
     """Every option of the contract's table, with its default."""
@@ -43,7 +48,7 @@ class Config:
         if self.endpoints:
             return self.endpoints
         interface = self.interface.replace(":", "\\:")
-        return (f"tcp:{self.port}:interface={interface}",)
+        return (f"tcp:{self.port}:interface={interface}:backlog={LISTEN_BACKLOG}",)
 
     @property
     def data_dir(self) -> Path:

@@ -3,7 +3,7 @@ frames it hands out (:class:`Outgoing`), its settings and the hooks it reports t
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import attrs
 from twisted.internet.defer import Deferred
@@ -15,11 +15,12 @@ PENDING_TYPES = frozenset({"answer", "question_closed"})
 
 @attrs.define(eq=False)
 class Outgoing:
-    """One encoded frame, shared by all its recipients: the adapter caches its wire form in
-    ``prepared`` on first send, so a message is framed once however many receive it."""
+    """One encoded message, shared by all its recipients: the adapter caches its whole
+    WebSocket frame in ``prepared`` on first send, so a message is framed once however many
+    receive it."""
 
     data: bytes
-    prepared: Any = None
+    prepared: bytes | None = None
 
 
 class Peer(Protocol):

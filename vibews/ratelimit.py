@@ -29,17 +29,22 @@ class TokenBucket:
 class RefusalWindow:
     """Counts refusals in a sliding window, to close a client that keeps sending garbage.
 
-    Memory is bounded: the deque never holds more than ``limit + 1`` stamps.
+    Memory is bounded: the deque never holds more than ``limit + 1`` stamps. It is made on the
+    first refusal: most connections never have one, and an empty deque costs 760 bytes, which
+    over 10,000 idle connections is 7 MiB.
     """
 
     def __init__(self, limit: int, window: float) -> None:
         self._limit = limit
         self._window = window
-        self._stamps: deque[float] = deque(maxlen=limit + 1)
+        self._stamps: deque[float] | None = None
 
     def add(self, now: float) -> bool:
         """Record one refusal; True when the limit is now exceeded."""
-        self._stamps.append(now)
-        while self._stamps and self._stamps[0] <= now - self._window:
-            self._stamps.popleft()
-        return len(self._stamps) > self._limit
+        stamps = self._stamps
+        if stamps is None:
+            stamps = self._stamps = deque(maxlen=self._limit + 1)
+        stamps.append(now)
+        while stamps and stamps[0] <= now - self._window:
+            stamps.popleft()
+        return len(stamps) > self._limit

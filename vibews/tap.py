@@ -8,6 +8,7 @@ from twisted.application.service import IService
 from twisted.python import usage
 
 from vibews.config import Config
+from vibews.fdlimit import raise_open_files_limit
 from vibews.service import StartupError, build_service
 
 
@@ -191,6 +192,7 @@ class Options(usage.Options):
 def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
+    raise_open_files_limit(options.config.max_connections)
     try:
         service: IService = build_service(options.config, reactor)
     except StartupError as error:
