@@ -57,13 +57,24 @@ def presence_sync_work(node: str, agent: str, present: bool, last_seen: str) -> 
     return work
 
 
+def connection_prefix(node: str) -> str:
+    """What every connection id of ``node`` starts with, so that its claims can be found."""
+    return f"{node}."
+
+
 def node_gone_work(node: str, last_seen: str) -> lifecycle.Work:
-    """A node stopped (or died): its agents leave; those it was the only node of go offline."""
+    """A node stopped (or died): its agents leave; those it was the only node of go offline; the
+    claims of its dashboards lapse, as when a claimer disconnects (protocol section 5)."""
 
     def work(txn: IStoreTransaction) -> list[StoredMessage]:
         messages: list[StoredMessage] = []
         for agent in cast(ClusterTransaction, txn).node_agents(node):
             messages += presence_sync_work(node, agent, False, last_seen)(txn)
+        prefix = connection_prefix(node)
+        for question in txn.claimed_questions():
+            assert question.claim is not None
+            if question.claim.connection.startswith(prefix):
+                messages.append(lifecycle.lapse(txn, question))
         return messages
 
     return work
@@ -103,6 +114,9 @@ class ClusterHub(Hub):
         self._reachable_since: float | None = None
         # Fires once this node has loaded the shared state and serves (tests, embedding hosts).
         self.started: Deferred[None] = Deferred()
+
+    def new_connection_id(self) -> str:
+        return connection_prefix(self.store.node) + super().new_connection_id()
 
     @property
     def accepting(self) -> bool:
@@ -201,6 +215,17 @@ class ClusterHub(Hub):
             )
         self._check_nodes()
 
+    def _nodes_holding_something(self) -> set[str]:
+        """Nodes that hold an agent's connection or a dashboard's claim: what a dead node leaves
+        behind for the others to clean up."""
+        nodes = set(self.store.member_nodes())
+        for question in self.store.claimed():
+            assert question.claim is not None
+            node, dot, _ = question.claim.connection.partition(".")
+            if dot:
+                nodes.add(node)
+        return nodes
+
     def _check_nodes(self) -> None:
         # After Redis was away every node's heartbeat may have lapsed: judge the others only once
         # this node has been connected for a whole TTL, so they had the time to beat again.
@@ -212,7 +237,7 @@ class ClusterHub(Hub):
             self._reachable_since = now
         if now - self._reachable_since < self.heartbeat_ttl:
             return
-        others = sorted(set(self.store.member_nodes()) - {self.store.node})
+        others = sorted(self._nodes_holding_something() - {self.store.node})
         if not others or self._checking:
             return
         self._checking = True

@@ -125,9 +125,13 @@ class Hub:
 
     # -- connections --------------------------------------------------------------------------
 
+    def new_connection_id(self) -> str:
+        """A connection's id, as claims record it (a cluster node prefixes its own name)."""
+        return secrets.token_hex(8)
+
     def open_session(self, peer: Peer, identity: Identity, digest: str) -> Session:
         """Register a connection, send its ``welcome`` (and an agent's pending answers)."""
-        session = Session(self, peer, identity, digest, secrets.token_hex(8))
+        session = Session(self, peer, identity, digest, self.new_connection_id())
         self.sessions[session.connection_id] = session
         self.observer.connection_opened(identity.role)
         if session.is_agent:

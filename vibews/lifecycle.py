@@ -254,7 +254,8 @@ def expire_work(question_id: str, now: float) -> Work:
     return work
 
 
-def _lapse(txn: IStoreTransaction, question: QuestionRecord) -> StoredMessage:
+def lapse(txn: IStoreTransaction, question: QuestionRecord) -> StoredMessage:
+    """Announce that ``question``'s claim ended (``claimed`` with ``by: null``)."""
     txn.set_claim(question.id, None)
     return txn.append(
         "claimed", None, None, None, lambda seq: protocol.claimed(seq, question.id, None, None)
@@ -271,7 +272,7 @@ def lapse_claim_work(question_id: str, connection_id: str) -> Work:
             return []
         if question.claim.connection != connection_id:
             return []
-        return [_lapse(txn, question)]
+        return [lapse(txn, question)]
 
     return work
 
@@ -303,7 +304,7 @@ def restart_work(now: float) -> Work:
     deadline passed while the server was down expire."""
 
     def work(txn: IStoreTransaction) -> list[StoredMessage]:
-        messages = [_lapse(txn, question) for question in txn.claimed_questions()]
+        messages = [lapse(txn, question) for question in txn.claimed_questions()]
         messages += [_close(txn, question, EXPIRED) for question in txn.overdue_questions(now)]
         return messages
 

@@ -82,3 +82,51 @@ async def test_sigkilled_node_its_agent_goes_offline_and_the_others_keep_serving
     finally:
         await doomed.kill()
         await survivor.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_sigkilled_node_its_dashboards_claims_lapse(
+    tmp_path: Path, redis: RedisProcess, tokens: ClusterTokens
+) -> None:
+    """A claim lapses when its claimer disconnects; a claimer whose node died is disconnected too:
+    the node that notices announces ``claimed`` with ``by: null`` within the ping timeout."""
+    options = {"ping_timeout": PING_TIMEOUT, "ping_interval": 2.0, "presence_grace": 0.0}
+    survivor = await start_node(tmp_path / "b", redis.url, tokens, **options)
+    doomed = TwistdProcess(
+        [
+            "--port=0",
+            f"--data={tmp_path / 'a'}",
+            f"--tokens={tokens.path}",
+            f"--redis={redis.url}",
+            f"--ping-timeout={PING_TIMEOUT}",
+            "--ping-interval=2",
+            "--presence-grace=0",
+        ],
+        tmp_path,
+    )
+    try:
+        port = await doomed.started()
+        await _serving(port)
+        watcher = await survivor.dashboard()
+        agent = await survivor.agent()
+        asked = await agent.request({"type": "question", "id": "q1", "payload": {"text": "ok?"}})
+        assert asked["type"] == "ack"
+        claimer = await connect(port, tokens.dashboard)
+        assert (await claimer.next_message())["type"] == "welcome"
+        claimed = await claimer.request(
+            {"type": "claim", "id": "c1", "payload": {"question_id": "q1"}}
+        )
+        assert claimed["type"] == "ack"
+        held = await watcher.next_of("claimed")
+        assert held["payload"]["by"] == "dashboard"
+
+        doomed.signal(9)
+        await doomed.ended()
+        lapsed = await watcher.next_of("claimed", timeout=PING_TIMEOUT)
+        assert lapsed["payload"] == {"question_id": "q1", "by": None, "until": None}
+        assert lapsed["seq"] > held["seq"]
+        watcher.disconnect()
+        agent.disconnect()
+    finally:
+        await doomed.kill()
+        await survivor.stop()
