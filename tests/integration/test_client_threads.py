@@ -88,3 +88,22 @@ async def test_async_client_two_questions_at_once(tmp_path: Path) -> None:
         assert out.decode().splitlines() == ["deploy: no", "replicas: 4"]
     finally:
         await server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_client_on_twisteds_asyncio_reactor(tmp_path: Path) -> None:
+    """docs/client.rst: a program running Twisted's asyncio reactor uses ``Client`` directly and
+    awaits its Deferreds with ``asFuture``."""
+    server = await start_server(tmp_path / "data")
+    try:
+        dashboard = await server.dashboard()
+        running = run_example("agent_asyncio_reactor.py", server.port, server.agent_token)
+        status = await dashboard.next_of("agent_status", timeout=30)
+        assert status["payload"] == {"state": "waiting", "detail": "one decision needed"}
+        question = await dashboard.next_of("question", timeout=30)
+        await answer(dashboard, question, text="yes")
+        out, err, code = await running
+        assert code == 0, err
+        assert out.decode().splitlines() == ["ship: yes"]
+    finally:
+        await server.stop()
