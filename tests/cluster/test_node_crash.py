@@ -11,7 +11,26 @@ from vibews.testing import TwistdProcess, connect, status_of
 from vibews.testing_cluster import ClusterTokens, RedisProcess, start_node
 
 PING_TIMEOUT = 6.0
+SURVIVOR_OPTIONS = {"ping_timeout": PING_TIMEOUT, "ping_interval": 2.0, "presence_grace": 0.0}
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+
+
+def _doomed_node(tmp_path: Path, redis: RedisProcess, tokens: ClusterTokens) -> TwistdProcess:
+    """The node a test SIGKILLs, not yet started. It runs as a twistd process of its own, so that
+    the kill is a real crash (nothing closes, only the heartbeat stops), with the same ping and
+    grace settings as the survivor, so that both agree when the dead node's agents time out."""
+    return TwistdProcess(
+        [
+            "--port=0",
+            f"--data={tmp_path / 'a'}",
+            f"--tokens={tokens.path}",
+            f"--redis={redis.url}",
+            f"--ping-timeout={PING_TIMEOUT}",
+            "--ping-interval=2",
+            "--presence-grace=0",
+        ],
+        tmp_path,
+    )
 
 
 async def _serving(port: int) -> None:
@@ -29,20 +48,8 @@ async def _serving(port: int) -> None:
 async def test_sigkilled_node_its_agent_goes_offline_and_the_others_keep_serving(
     tmp_path: Path, redis: RedisProcess, tokens: ClusterTokens
 ) -> None:
-    options = {"ping_timeout": PING_TIMEOUT, "ping_interval": 2.0, "presence_grace": 0.0}
-    survivor = await start_node(tmp_path / "b", redis.url, tokens, **options)
-    doomed = TwistdProcess(
-        [
-            "--port=0",
-            f"--data={tmp_path / 'a'}",
-            f"--tokens={tokens.path}",
-            f"--redis={redis.url}",
-            f"--ping-timeout={PING_TIMEOUT}",
-            "--ping-interval=2",
-            "--presence-grace=0",
-        ],
-        tmp_path,
-    )
+    survivor = await start_node(tmp_path / "b", redis.url, tokens, **SURVIVOR_OPTIONS)
+    doomed = _doomed_node(tmp_path, redis, tokens)
     try:
         port = await doomed.started()
         await _serving(port)
@@ -90,20 +97,8 @@ async def test_sigkilled_node_its_dashboards_claims_lapse(
 ) -> None:
     """A claim lapses when its claimer disconnects; a claimer whose node died is disconnected too:
     the node that notices announces ``claimed`` with ``by: null`` within the ping timeout."""
-    options = {"ping_timeout": PING_TIMEOUT, "ping_interval": 2.0, "presence_grace": 0.0}
-    survivor = await start_node(tmp_path / "b", redis.url, tokens, **options)
-    doomed = TwistdProcess(
-        [
-            "--port=0",
-            f"--data={tmp_path / 'a'}",
-            f"--tokens={tokens.path}",
-            f"--redis={redis.url}",
-            f"--ping-timeout={PING_TIMEOUT}",
-            "--ping-interval=2",
-            "--presence-grace=0",
-        ],
-        tmp_path,
-    )
+    survivor = await start_node(tmp_path / "b", redis.url, tokens, **SURVIVOR_OPTIONS)
+    doomed = _doomed_node(tmp_path, redis, tokens)
     try:
         port = await doomed.started()
         await _serving(port)
