@@ -6,6 +6,8 @@ Everything waits on Deferreds with a deadline: nothing here sleeps.
 
 from __future__ import annotations
 
+import datetime
+import ipaddress
 import json
 import os
 import re
@@ -23,6 +25,10 @@ from urllib.parse import urlencode
 
 import attrs
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from twisted.internet import endpoints, ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
@@ -416,6 +422,62 @@ async def start_server(
     port = (await service.listening_ports())[0].getHost().port
     secrets = initial_secrets(data)
     return RunningServer(service, port, data, secrets["agent"], secrets["dashboard"])
+
+
+# --- TLS ---------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class SelfSigned:
+    """A certificate and its key as files, and the certificate as PEM (for a client's CA)."""
+
+    certificate: Path
+    key: Path
+    pem: bytes
+
+
+def self_signed_certificate(directory: Path, hosts: Sequence[str]) -> SelfSigned:
+    """A self-signed certificate for ``hosts`` (IP addresses or DNS names; the first is the
+    common name), written as ``cert.pem`` and ``key.pem`` into ``directory``. Tests of wss:// and
+    rediss:// make their own here: no network, no openssl command line, nothing to expire in the
+    repository. It is its own CA, so a client that trusts it verifies the server for ``hosts``."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([_alternative_name(host) for host in hosts]),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = certificate.public_bytes(serialization.Encoding.PEM)
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(pem)
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return SelfSigned(cert_path, key_path, pem)
+
+
+def _alternative_name(host: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(host))
+    except ValueError:
+        return x509.DNSName(host)
 
 
 # --- vibews as a real process ------------------------------------------------------------------

@@ -3,8 +3,6 @@ sees the others' commits, and a Redis that is away refuses writes instead of ack
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -12,15 +10,12 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 
 from vibews.store import IStoreTransaction, StoredMessage, StoreUnavailable
 from vibews.store.redis import RedisAddress, RedisStore
+from vibews.testing import self_signed_certificate
 from vibews.testing_cluster import RedisProcess
 
 
@@ -133,46 +128,14 @@ def test_bad_redis_urls_say_why(url: str, error: str) -> None:
         RedisAddress.parse(url)
 
 
-def _self_signed(directory: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1, made here (no network, no openssl CLI)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    directory.mkdir(parents=True, exist_ok=True)
-    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_path, key_path
-
-
 @pytest_twisted.ensureDeferred
 async def test_rediss_connects_with_tls_and_verifies_the_certificate(tmp_path: Path) -> None:
     """rediss:// with the CA given as ssl_ca_certs: commits go over TLS. Without that CA (the
     system's trust store does not know this certificate) the store never loads."""
     from twisted.internet import reactor
 
-    tls_redis = RedisProcess(tmp_path / "redis", tls=_self_signed(tmp_path / "tls"))
+    tls = self_signed_certificate(tmp_path / "tls", ["127.0.0.1"])
+    tls_redis = RedisProcess(tmp_path / "redis", tls=(tls.certificate, tls.key))
     await tls_redis.start()
     store = RedisStore(tls_redis.url, reactor)
     untrusted = RedisStore(tls_redis.url.split("?")[0], reactor)

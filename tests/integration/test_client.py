@@ -20,7 +20,13 @@ from vibews.client import (
     QuestionExpired,
     QuestionWithdrawn,
 )
-from vibews.testing import QueueClientProtocol, RunningServer, free_port, start_server
+from vibews.testing import (
+    QueueClientProtocol,
+    RunningServer,
+    free_port,
+    self_signed_certificate,
+    start_server,
+)
 
 FAST = backoffPolicy(initialDelay=0.05, maxDelay=0.5, factor=2.0)
 
@@ -214,9 +220,8 @@ async def test_dashboard_client_resumes_without_gaps_or_repeats(server: RunningS
 async def test_wss_verifies_the_certificate(tmp_path: Path) -> None:
     """wss:// connects when the certificate verifies against the given CA for the URL's host, and
     fails with ConnectionFailed against the system's roots (a self-signed certificate)."""
-    from test_tls import _self_signed  # type: ignore[import-not-found]  # pytest puts it on sys.path
-
-    key, cert, _ = _self_signed(tmp_path)
+    tls = self_signed_certificate(tmp_path, ["localhost", "127.0.0.1"])
+    key, cert = tls.key, tls.certificate
     server = await start_server(
         tmp_path / "data", endpoint=f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}"
     )
