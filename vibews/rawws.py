@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
-from vibews.testing import DEFAULT_TIMEOUT, upgrade_request
+from vibews.testing import DEFAULT_TIMEOUT, observe, upgrade_request
 
 TEXT, BINARY, CONTINUATION, CLOSE, PING, PONG = 0x1, 0x2, 0x0, 0x8, 0x9, 0xA
 
@@ -131,18 +131,7 @@ class RawWebSocket(Protocol):
 
     def wait_lost(self, timeout: float = DEFAULT_TIMEOUT) -> Deferred[int | None]:
         """Fires with the close code the server sent (None if none) once the TCP connection ends."""
-        from twisted.internet import reactor
-
-        d: Deferred[int | None] = Deferred()
-
-        def relay(code: int | None) -> int | None:
-            if not d.called:
-                d.callback(code)
-            return code
-
-        self.lost.addCallback(relay)
-        d.addTimeout(timeout, reactor)
-        return d
+        return observe(self.lost, timeout)
 
     def abort(self) -> None:
         self.transport.abortConnection()  # type: ignore[union-attr]

@@ -20,7 +20,7 @@ import uuid
 from collections import deque
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 import attrs
@@ -40,6 +40,7 @@ from vibews.service import VibewsService, build_service
 from vibews.tokens import add_token
 
 DEFAULT_TIMEOUT = 10.0
+T = TypeVar("T")
 
 
 class Closed(Exception):
@@ -159,18 +160,26 @@ class QueueClientProtocol(WebSocketClientProtocol):
     def wait_closed(
         self, timeout: float = DEFAULT_TIMEOUT
     ) -> Deferred[tuple[int | None, str | None]]:
-        from twisted.internet import reactor
+        return observe(self.closed, timeout)
 
-        d: Deferred[tuple[int | None, str | None]] = Deferred()
 
-        def relay(result: Any) -> Any:
-            if not d.called:
-                d.callback(result)
-            return result
+def observe(source: Deferred[T], timeout: float = DEFAULT_TIMEOUT) -> Deferred[T]:
+    """A new Deferred that fires with ``source``'s result, or fails with a timeout after
+    ``timeout`` seconds. ``source`` is a connection's own (``closed``, ``lost``) that other waiters
+    and the protocol share: awaiting it directly would take its result from them, and a timeout on
+    it would cancel it for everyone. ``source`` keeps its result and is never cancelled."""
+    from twisted.internet import reactor
 
-        self.closed.addBoth(relay)
-        d.addTimeout(timeout, reactor)
-        return d
+    d: Deferred[T] = Deferred()
+
+    def relay(result: Any) -> Any:
+        if not d.called:
+            d.callback(result)
+        return result
+
+    source.addBoth(relay)
+    d.addTimeout(timeout, reactor)
+    return d
 
 
 def _failed(error: Exception) -> Deferred[Any]:
