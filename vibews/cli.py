@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _token_add(args: argparse.Namespace) -> int:
-    path = args.tokens or os.path.join(args.data, "tokens")
+    path = _tokens_path(args)
     secret = add_token(path, args.name, args.role)
     # stdout carries the secret alone, so `TOKEN=$(vibews token add ...)` just works.
     print(secret)
@@ -72,16 +72,7 @@ def _add_token_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
         choices=ROLES,
         help="agent: a program that reports and asks; dashboard: a person who watches and answers",
     )
-    where = add.add_mutually_exclusive_group()
-    where.add_argument(
-        "--tokens", metavar="FILE", help="the tokens file to append to (default: DATA/tokens)"
-    )
-    where.add_argument(
-        "--data",
-        metavar="DIR",
-        default=DEFAULT_DATA_DIR,
-        help=f"the server's data directory, holding 'tokens' (default: ./{DEFAULT_DATA_DIR})",
-    )
+    _where(add, "the tokens file to append to (default: DATA/tokens)")
     add.set_defaults(handler=_token_add)
 
     listing = token_commands.add_parser(
@@ -111,9 +102,13 @@ def _add_token_commands(commands: argparse._SubParsersAction[_Parser]) -> None:
     revoke.set_defaults(handler=_token_revoke)
 
 
-def _where(parser: argparse.ArgumentParser) -> None:
+def _where(
+    parser: argparse.ArgumentParser, tokens_help: str = "the tokens file (default: DATA/tokens)"
+) -> None:
+    """--tokens FILE or --data DIR, for every token command: the file is found the same way the
+    server finds it (DATA/tokens unless named), see :func:`_tokens_path`."""
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--tokens", metavar="FILE", help="the tokens file (default: DATA/tokens)")
+    where.add_argument("--tokens", metavar="FILE", help=tokens_help)
     where.add_argument(
         "--data",
         metavar="DIR",
@@ -123,6 +118,7 @@ def _where(parser: argparse.ArgumentParser) -> None:
 
 
 def _tokens_path(args: argparse.Namespace) -> str:
+    """The tokens file that --tokens or --data (see :func:`_where`) names."""
     return str(args.tokens or os.path.join(args.data, "tokens"))
 
 

@@ -9,8 +9,12 @@ from typing import Any
 from vibews import cli_hub, exitcodes
 
 
-def _bind(command: cli_hub.Command) -> Any:
-    return lambda args: cli_hub.run(command, args)
+def _hub_command(parser: argparse.ArgumentParser, command: cli_hub.Command) -> None:
+    """Finish the parser of a command that talks to the hub: every such command takes the same
+    connection options (last, in their own help group) and runs through :func:`cli_hub.run`,
+    which connects, runs the reactor and turns failures into exit codes."""
+    cli_hub.hub_options(parser)
+    parser.set_defaults(handler=lambda args: cli_hub.run(command, args))
 
 
 def _fraction(text: str) -> float:
@@ -43,8 +47,7 @@ def add_hub_commands(commands: argparse._SubParsersAction[Any]) -> None:
     status.add_argument("state", metavar="STATE", help="a short word: working, blocked, idle ...")
     status.add_argument("--detail", help="a sentence with more detail")
     status.add_argument("--extra", metavar="JSON", help="more payload fields, as a JSON object")
-    cli_hub.hub_options(status)
-    status.set_defaults(handler=_bind(cli_hub.status))
+    _hub_command(status, cli_hub.status)
 
     task = commands.add_parser(
         "task",
@@ -54,8 +57,7 @@ def add_hub_commands(commands: argparse._SubParsersAction[Any]) -> None:
     task.add_argument("task_id", metavar="TASK_ID", help="the task's id (global to the hub)")
     task.add_argument("status", metavar="STATUS", help="e.g. started, running, done, failed")
     task.add_argument("--progress", type=_fraction, help="how far along, from 0 to 1")
-    cli_hub.hub_options(task)
-    task.set_defaults(handler=_bind(cli_hub.task))
+    _hub_command(task, cli_hub.task)
 
     ask = commands.add_parser(
         "ask",
@@ -99,8 +101,7 @@ def add_hub_commands(commands: argparse._SubParsersAction[Any]) -> None:
     ask.add_argument(
         "--json", action="store_true", help="print the whole answer message as JSON instead"
     )
-    cli_hub.hub_options(ask)
-    ask.set_defaults(handler=_bind(cli_hub.ask))
+    _hub_command(ask, cli_hub.ask)
 
     send = commands.add_parser(
         "send",
@@ -115,8 +116,7 @@ def add_hub_commands(commands: argparse._SubParsersAction[Any]) -> None:
     )
     send.add_argument("payload", metavar="PAYLOAD", help="the payload, a JSON object, or @FILE")
     send.add_argument("--id", help="the message id (default: a new UUID); a repeat is a no-op")
-    cli_hub.hub_options(send)
-    send.set_defaults(handler=_bind(cli_hub.send))
+    _hub_command(send, cli_hub.send)
 
     listen = commands.add_parser(
         "listen",
@@ -130,8 +130,7 @@ def add_hub_commands(commands: argparse._SubParsersAction[Any]) -> None:
     listen.add_argument(
         "--count", type=_count, metavar="N", help="exit after N lines (welcome included)"
     )
-    cli_hub.hub_options(listen)
-    listen.set_defaults(handler=_bind(cli_hub.listen))
+    _hub_command(listen, cli_hub.listen)
 
 
 def add_admin_commands(commands: argparse._SubParsersAction[Any]) -> None:
