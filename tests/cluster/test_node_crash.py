@@ -3,11 +3,13 @@ offline within the ping timeout (the dead node's heartbeat key expires; another 
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest_twisted
 
-from vibews.testing import TwistdProcess, connect, status_of
+from vibews.testing import RunningServer, TwistdProcess, connect, status_of
 from vibews.testing_cluster import ClusterTokens, RedisProcess, start_node
 
 PING_TIMEOUT = 6.0
@@ -15,11 +17,22 @@ SURVIVOR_OPTIONS = {"ping_timeout": PING_TIMEOUT, "ping_interval": 2.0, "presenc
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
 
 
-def _doomed_node(tmp_path: Path, redis: RedisProcess, tokens: ClusterTokens) -> TwistdProcess:
-    """The node a test SIGKILLs, not yet started. It runs as a twistd process of its own, so that
-    the kill is a real crash (nothing closes, only the heartbeat stops), with the same ping and
-    grace settings as the survivor, so that both agree when the dead node's agents time out."""
-    return TwistdProcess(
+class _Nodes(NamedTuple):
+    survivor: RunningServer
+    doomed: TwistdProcess
+    port: int  # the doomed node's
+
+
+@pytest_twisted.async_yield_fixture
+async def nodes(
+    tmp_path: Path, redis: RedisProcess, tokens: ClusterTokens
+) -> AsyncIterator[_Nodes]:
+    """Two serving nodes on one Redis: the survivor in this process, and the node a test SIGKILLs
+    as a twistd process of its own, so that the kill is a real crash (nothing closes, only the
+    heartbeat stops). Both have the same ping and grace settings, so that they agree when the dead
+    node's agents time out."""
+    survivor = await start_node(tmp_path / "b", redis.url, tokens, **SURVIVOR_OPTIONS)
+    doomed = TwistdProcess(
         [
             "--port=0",
             f"--data={tmp_path / 'a'}",
@@ -31,6 +44,13 @@ def _doomed_node(tmp_path: Path, redis: RedisProcess, tokens: ClusterTokens) -> 
         ],
         tmp_path,
     )
+    try:
+        port = await doomed.started()
+        await _serving(port)
+        yield _Nodes(survivor, doomed, port)
+    finally:
+        await doomed.kill()
+        await survivor.stop()
 
 
 async def _serving(port: int) -> None:
@@ -46,82 +66,66 @@ async def _serving(port: int) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_sigkilled_node_its_agent_goes_offline_and_the_others_keep_serving(
-    tmp_path: Path, redis: RedisProcess, tokens: ClusterTokens
+    nodes: _Nodes, tokens: ClusterTokens
 ) -> None:
-    survivor = await start_node(tmp_path / "b", redis.url, tokens, **SURVIVOR_OPTIONS)
-    doomed = _doomed_node(tmp_path, redis, tokens)
-    try:
-        port = await doomed.started()
-        await _serving(port)
-        dashboard = await survivor.dashboard()
-        agent = await connect(port, tokens.agent)
-        assert (await agent.next_message())["type"] == "welcome"
-        online = await dashboard.next_message()
-        assert online["type"] == "presence" and online["payload"]["online"] is True
-        agent.send_json({"type": "question", "id": "q1", "payload": {"text": "deploy?"}})
-        assert (await agent.next_message())["type"] == "ack"
-        assert (await dashboard.next_message())["type"] == "question"
+    survivor, doomed, port = nodes
+    dashboard = await survivor.dashboard()
+    agent = await connect(port, tokens.agent)
+    assert (await agent.next_message())["type"] == "welcome"
+    online = await dashboard.next_message()
+    assert online["type"] == "presence" and online["payload"]["online"] is True
+    agent.send_json({"type": "question", "id": "q1", "payload": {"text": "deploy?"}})
+    assert (await agent.next_message())["type"] == "ack"
+    assert (await dashboard.next_message())["type"] == "question"
 
-        doomed.signal(9)
-        await doomed.ended()
-        # Nobody closed anything: only the expired heartbeat tells the survivor.
-        offline = await dashboard.next_message(timeout=PING_TIMEOUT)
-        assert offline["type"] == "presence", offline
-        assert offline["payload"] == {
-            "agent": "agent",
-            "online": False,
-            "last_seen": offline["payload"]["last_seen"],
-        }
-        assert offline["seq"] == online["seq"] + 2
+    doomed.signal(9)
+    await doomed.ended()
+    # Nobody closed anything: only the expired heartbeat tells the survivor.
+    offline = await dashboard.next_message(timeout=PING_TIMEOUT)
+    assert offline["type"] == "presence", offline
+    assert offline["payload"] == {
+        "agent": "agent",
+        "online": False,
+        "last_seen": offline["payload"]["last_seen"],
+    }
+    assert offline["seq"] == online["seq"] + 2
 
-        # The survivor serves on: the answer waits for the agent, which comes back here.
-        dashboard.send_json(
-            {"type": "answer", "id": "a1", "payload": {"question_id": "q1", "text": "yes"}}
-        )
-        ack = await dashboard.next_message()
-        assert ack["type"] == "ack"
-        back = await survivor.agent()
-        pending = await back.next_message()
-        assert pending["type"] == "answer" and pending["seq"] == ack["seq"]
-        assert pending["payload"]["text"] == "yes"
-        back.disconnect()
-        dashboard.disconnect()
-    finally:
-        await doomed.kill()
-        await survivor.stop()
+    # The survivor serves on: the answer waits for the agent, which comes back here.
+    dashboard.send_json(
+        {"type": "answer", "id": "a1", "payload": {"question_id": "q1", "text": "yes"}}
+    )
+    ack = await dashboard.next_message()
+    assert ack["type"] == "ack"
+    back = await survivor.agent()
+    pending = await back.next_message()
+    assert pending["type"] == "answer" and pending["seq"] == ack["seq"]
+    assert pending["payload"]["text"] == "yes"
+    back.disconnect()
+    dashboard.disconnect()
 
 
 @pytest_twisted.ensureDeferred
 async def test_sigkilled_node_its_dashboards_claims_lapse(
-    tmp_path: Path, redis: RedisProcess, tokens: ClusterTokens
+    nodes: _Nodes, tokens: ClusterTokens
 ) -> None:
     """A claim lapses when its claimer disconnects; a claimer whose node died is disconnected too:
     the node that notices announces ``claimed`` with ``by: null`` within the ping timeout."""
-    survivor = await start_node(tmp_path / "b", redis.url, tokens, **SURVIVOR_OPTIONS)
-    doomed = _doomed_node(tmp_path, redis, tokens)
-    try:
-        port = await doomed.started()
-        await _serving(port)
-        watcher = await survivor.dashboard()
-        agent = await survivor.agent()
-        asked = await agent.request({"type": "question", "id": "q1", "payload": {"text": "ok?"}})
-        assert asked["type"] == "ack"
-        claimer = await connect(port, tokens.dashboard)
-        assert (await claimer.next_message())["type"] == "welcome"
-        claimed = await claimer.request(
-            {"type": "claim", "id": "c1", "payload": {"question_id": "q1"}}
-        )
-        assert claimed["type"] == "ack"
-        held = await watcher.next_of("claimed")
-        assert held["payload"]["by"] == "dashboard"
+    survivor, doomed, port = nodes
+    watcher = await survivor.dashboard()
+    agent = await survivor.agent()
+    asked = await agent.request({"type": "question", "id": "q1", "payload": {"text": "ok?"}})
+    assert asked["type"] == "ack"
+    claimer = await connect(port, tokens.dashboard)
+    assert (await claimer.next_message())["type"] == "welcome"
+    claimed = await claimer.request({"type": "claim", "id": "c1", "payload": {"question_id": "q1"}})
+    assert claimed["type"] == "ack"
+    held = await watcher.next_of("claimed")
+    assert held["payload"]["by"] == "dashboard"
 
-        doomed.signal(9)
-        await doomed.ended()
-        lapsed = await watcher.next_of("claimed", timeout=PING_TIMEOUT)
-        assert lapsed["payload"] == {"question_id": "q1", "by": None, "until": None}
-        assert lapsed["seq"] > held["seq"]
-        watcher.disconnect()
-        agent.disconnect()
-    finally:
-        await doomed.kill()
-        await survivor.stop()
+    doomed.signal(9)
+    await doomed.ended()
+    lapsed = await watcher.next_of("claimed", timeout=PING_TIMEOUT)
+    assert lapsed["payload"] == {"question_id": "q1", "by": None, "until": None}
+    assert lapsed["seq"] > held["seq"]
+    watcher.disconnect()
+    agent.disconnect()
