@@ -268,7 +268,9 @@ class Hub:
         )
 
     def _stored(self, accepted: handlers.Accepted, session: Session, received: float) -> None:
-        session.send(protocol.ack(accepted.message_id, accepted.seq, accepted.duplicate))
+        session.send_encoded(
+            protocol.encode_ack(accepted.message_id, accepted.seq, accepted.duplicate)
+        )
         self.observer.acked(self.clock.seconds() - received)
         for message in accepted.deliveries:
             self.deliver(message)

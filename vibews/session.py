@@ -89,8 +89,11 @@ class Session:
     # -- to the client ------------------------------------------------------------------------
 
     def send(self, frame: dict[str, Any]) -> None:
+        self.send_encoded(protocol.encode(frame))
+
+    def send_encoded(self, data: bytes) -> None:
         if self.open:
-            self.peer.send(Outgoing(protocol.encode(frame)))
+            self.peer.send(Outgoing(data))
 
     def refuse(self, refusal: Refusal) -> None:
         self.hub.observer.message_refused(refusal.code)

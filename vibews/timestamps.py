@@ -70,10 +70,18 @@ def _days_from_civil(year: int, month: int, day: int) -> int:
     return era * 146097 + day_of_era - 719468
 
 
+# The last whole second formatted: every message without a timestamp is stamped, and strftime of
+# the same second over and over showed in the per-message profile.
+_last_second: tuple[int, str] = (-1, "")
+
+
 def format_rfc3339(posix_time: float) -> str:
     """UTC, millisecond precision, ``Z`` suffix: the form the server stamps on what it stores."""
+    global _last_second
     whole = math.floor(posix_time)
     millis = round((posix_time - whole) * 1000)
     if millis == 1000:
         whole, millis = whole + 1, 0
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{millis:03d}Z"
+    if _last_second[0] != whole:
+        _last_second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_last_second[1]}.{millis:03d}Z"

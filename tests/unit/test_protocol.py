@@ -22,6 +22,7 @@ from vibews.protocol import (
     best_effort_id,
     decode,
     encode,
+    encode_ack,
     error,
     parse_object,
     presence,
@@ -858,3 +859,19 @@ def test_parsing_a_frame_of_the_size_limit_is_fast(frame: bytes) -> None:
     elapsed = time.perf_counter() - started
     assert refusal.code in (INVALID_JSON, INVALID_MESSAGE)
     assert elapsed < 1.0, f"took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize(
+    ("message_id", "seq", "duplicate"),
+    [
+        ("m1", 1, False),
+        ("m1", 1, True),
+        ("srv-0b0e8d1c-5f2a-4c7e-9d3a-1f2e3d4c5b6a", 10**12, False),
+        ('quote " backslash \\ tab \t \u2028 é 😀', 7, True),
+    ],
+)
+def test_encode_ack_is_the_encoded_ack(message_id: str, seq: int, duplicate: bool) -> None:
+    """The ack is formatted by hand on the hot path; it must be byte for byte what the general
+    encoder makes of :func:`ack`, escapes and non-ASCII ids included."""
+    assert encode_ack(message_id, seq, duplicate) == encode(ack(message_id, seq, duplicate))
+    assert json.loads(encode_ack(message_id, seq, duplicate)) == ack(message_id, seq, duplicate)
