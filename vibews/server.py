@@ -187,6 +187,21 @@ class TurnWriter:
             peer.flush()
 
 
+# Attributes Autobahn's server protocol fills during the opening handshake and reads only then.
+_HANDSHAKE_TEXT = (
+    "http_request_data",
+    "http_status_line",
+    "http_headers",
+    "http_request_uri",
+    "http_request_path",
+    "http_request_params",
+    "http_request_host",
+    "http_response_data",
+    "websocket_origin",
+    "_wskey",
+)
+
+
 class VibeServerProtocol(WebSocketServerProtocol):
     """One WebSocket connection: authenticate in the handshake, then hand frames to the hub."""
 
@@ -234,6 +249,8 @@ class VibeServerProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         admission = self._admission
         assert admission is not None
+        self._admission = None
+        self._forget_handshake()
         try:
             peer = _WebSocketPeer(self, self.factory.settings.max_write_buffer)
             # twisted.web's channel was the transport's producer until the upgrade; now we are.
@@ -246,6 +263,16 @@ class VibeServerProtocol(WebSocketServerProtocol):
         except Exception:
             self._log.failure("setting up a connection failed")
             self.close_with(CLOSE_INTERNAL_ERROR, "internal error")
+
+    def _forget_handshake(self) -> None:
+        """Drop the opening handshake's text, which Autobahn keeps for the connection's whole life
+        but never reads again once the connection is open (in Autobahn 26.10 only
+        ``processHandshake`` and ``succeedHandshake`` read these; the response is kept "for the
+        testsuite"). That is about 1.9 KiB of an idle connection's 12 KiB: the raw request, its
+        parsed headers, the response, the key, the URL parts. Everything vibews needs from the
+        request was taken in ``onConnect``."""
+        for name in _HANDSHAKE_TEXT:
+            setattr(self, name, None)
 
     def close_with(self, code: int, reason: str) -> None:
         """Start the closing handshake with any close code: Autobahn's ``sendClose`` only lets
