@@ -268,7 +268,7 @@ class VibeServerProtocol(WebSocketServerProtocol):
         """Drop the opening handshake's text, which Autobahn keeps for the connection's whole life
         but never reads again once the connection is open (in Autobahn 26.10 only
         ``processHandshake`` and ``succeedHandshake`` read these; the response is kept "for the
-        testsuite"). That is about 1.9 KiB of an idle connection's 12 KiB: the raw request, its
+        testsuite"). That is about 1.8 KiB of an idle connection's 12 KiB: the raw request, its
         parsed headers, the response, the key, the URL parts. Everything vibews needs from the
         request was taken in ``onConnect``."""
         for name in _HANDSHAKE_TEXT:
