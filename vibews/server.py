@@ -11,6 +11,7 @@ from typing import Any
 
 import attrs
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ISSLTransport
@@ -186,6 +187,21 @@ class TurnWriter:
             peer.flush()
 
 
+# Attributes Autobahn's server protocol fills during the opening handshake and reads only then.
+_HANDSHAKE_TEXT = (
+    "http_request_data",
+    "http_status_line",
+    "http_headers",
+    "http_request_uri",
+    "http_request_path",
+    "http_request_params",
+    "http_request_host",
+    "http_response_data",
+    "websocket_origin",
+    "_wskey",
+)
+
+
 class VibeServerProtocol(WebSocketServerProtocol):
     """One WebSocket connection: authenticate in the handshake, then hand frames to the hub."""
 
@@ -233,6 +249,8 @@ class VibeServerProtocol(WebSocketServerProtocol):
     def onOpen(self) -> None:
         admission = self._admission
         assert admission is not None
+        self._admission = None
+        self._forget_handshake()
         try:
             peer = _WebSocketPeer(self, self.factory.settings.max_write_buffer)
             # twisted.web's channel was the transport's producer until the upgrade; now we are.
@@ -245,6 +263,16 @@ class VibeServerProtocol(WebSocketServerProtocol):
         except Exception:
             self._log.failure("setting up a connection failed")
             self.close_with(CLOSE_INTERNAL_ERROR, "internal error")
+
+    def _forget_handshake(self) -> None:
+        """Drop the opening handshake's text, which Autobahn keeps for the connection's whole life
+        but never reads again once the connection is open (in Autobahn 26.10 only
+        ``processHandshake`` and ``succeedHandshake`` read these; the response is kept "for the
+        testsuite"). That is about 1.8 KiB of an idle connection's 12 KiB: the raw request, its
+        parsed headers, the response, the key, the URL parts. Everything vibews needs from the
+        request was taken in ``onConnect``."""
+        for name in _HANDSHAKE_TEXT:
+            setattr(self, name, None)
 
     def close_with(self, code: int, reason: str) -> None:
         """Start the closing handshake with any close code: Autobahn's ``sendClose`` only lets
@@ -326,9 +354,30 @@ class VibeServerFactory(WebSocketServerFactory):
         configure_factory(self, settings)
 
 
+def _options_on_class(
+    base: type[autobahn_protocol.WebSocketServerProtocol], factory: WebSocketServerFactory
+) -> type[autobahn_protocol.WebSocketServerProtocol]:
+    """A subclass of ``base`` that carries the factory's WebSocket options as class attributes.
+
+    Autobahn's ``_connectionMade`` copies every option named in ``CONFIG_ATTRS`` (about 30) from
+    the factory into each new protocol instance unless the instance already has it, and then
+    pretty-prints all of them for a debug line that is built even when debug logging is off: in
+    the idle scenario's profile that ``pformat`` was 12% of the server's time, and the copies made
+    each connection's ``__dict__`` larger. With the options on the class, ``hasattr`` finds them,
+    nothing is copied, and an empty ``CONFIG_ATTRS`` leaves nothing to format. The values are
+    the factory's at the time of the last ``setProtocolOptions``, as Autobahn's copies would be;
+    a function among them (``perMessageCompressionAccept``) is wrapped in ``staticmethod`` so that
+    it is not bound to the connection as a method.
+    """
+    options = {name: _plain(getattr(factory, name)) for name in base.CONFIG_ATTRS}
+    return type(base.__name__, (base,), {**options, "CONFIG_ATTRS": ()})
+
+
 def configure_factory(factory: WebSocketServerFactory, settings: ConnectionSettings) -> None:
     """Apply the WebSocket options vibews serves with. One function, so that the conformance test's
-    echo server (tests/hostile/test_conformance.py) runs with exactly the production options."""
+    echo server (tests/hostile/test_conformance.py) runs with exactly the production options.
+    Call it last: the options are fixed on the factory's protocol class here (see
+    :func:`_options_on_class`), so a later ``setProtocolOptions`` would not reach connections."""
     factory.setProtocolOptions(
         maxFramePayloadSize=settings.max_message_size,
         maxMessagePayloadSize=settings.max_message_size,
@@ -345,6 +394,11 @@ def configure_factory(factory: WebSocketServerFactory, settings: ConnectionSetti
         allowedOrigins=["*"],
         allowNullOrigin=True,
     )
+    factory.protocol = _options_on_class(factory.protocol, factory)
+
+
+def _plain(value: Any) -> Any:
+    return staticmethod(value) if hasattr(type(value), "__get__") else value
 
 
 def _accept_no_compression(offers: Any) -> None:
