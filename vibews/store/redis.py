@@ -1,21 +1,28 @@
 """The shared store: several vibews nodes on one Redis behave, to every client, as one server.
 
-Why a replicated state machine and not one Lua script per message type: the hub's rules (handlers,
-lifecycle) are written once, against :class:`~vibews.store.IStoreTransaction`, whose reads are
-synchronous. Porting every rule to Lua would give two implementations that drift; calling Redis for
-every read would block the reactor. So every node keeps a full copy of the committed state in an
-in-memory SQLite database (the *mirror*, with the embedded store's schema and SQL), runs a batch of
-work against it exactly as the embedded store does, and turns what the batch changed into a list of
-row writes. One Lua script then commits them atomically, *only if* the deployment's commit counter
-(``version``) is still the one the batch was computed at: it appends the journal entries to a Stream
-(entry id ``<seq>-0``), writes the changed rows to hashes, bumps ``head`` and ``version`` and
-appends the row writes to a ``commits`` Stream. If another node committed first, nothing is written;
-this node catches up and runs the batch again. So every commit is decided on the latest state, and
-``seq`` stays one gapless sequence across the deployment.
+Why a mirror and not one Lua script per message type: the hub's rules (handlers, lifecycle) are
+written once, against :class:`~vibews.store.IStoreTransaction`, whose reads are synchronous. Porting
+every rule to Lua would give two implementations that drift; calling Redis for every read would
+block the reactor. So every node keeps a full copy of the committed state in an in-memory SQLite
+database (the *mirror*, with the embedded store's schema and SQL) and runs a batch of work against
+it exactly as the embedded store does. What the batch wrote becomes a list of ops (journal entries,
+row writes), and what it read becomes a list of guards.
+
+One Lua script (``COMMIT_SCRIPT``) then commits the batch atomically. It checks the guards: each row
+the batch read or wrote still carries the *stamp* (number of the commit that last wrote it) the
+mirror saw; no other node stored an id the duplicate check did not find; and so on. It then
+*assigns the seqs*: the batch's journal entries get the seqs after the deployment's head. When other
+nodes appended since the mirror's head, the script moves every seq the batch created, in the frames
+and rows too. It appends the entries to a Stream (entry id ``<seq>-0``), writes the rows and their
+stamps, and appends the commit to a ``commits`` Stream. A failed guard means another node wrote what
+the batch read: nothing is written, the node catches up and runs the batch again. So ``seq`` is one
+gapless sequence across the deployment, assigned where it is appended, and nodes that write
+unrelated rows (different agents' status) never wait for each other.
 
 Every node tails ``commits`` (a blocking ``XREAD`` on its own connection) and applies each commit to
-its mirror in ``version`` order; its own commits fire their Deferreds (ack, relay) at that point,
-another node's are handed to ``on_foreign`` (the cluster hub relays them to local clients). Hence
+its mirror in ``version`` order. A node's own commit fires its Deferreds (ack, relay) when the reply
+comes, or, if the script moved its seqs, when the tail brings it with them; another node's is
+handed to ``on_foreign`` (the cluster hub relays them to local clients). Hence
 every dashboard, on any node, sees the same gapless order. An ack still means "stored": it is sent
 only once Redis confirmed the commit. If Redis is away the batch fails with StoreUnavailable; if the
 reply was lost but the commit landed, the tail later applies it like any other node's, so nothing is
