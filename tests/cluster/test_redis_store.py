@@ -171,7 +171,7 @@ async def test_a_batch_that_read_what_another_node_wrote_runs_again(
     await a.transact(_task_question_answer(0))
     await a.transact(lambda txn: txn.set_claim("q0", None))
     await _caught_up(reactor, b, head=a.head())
-    for round_ in range(5):
+    for _ in range(5):
         results = await DeferredList(
             [a.transact(_claim_if_free("a")), b.transact(_claim_if_free("b"))],
             consumeErrors=True,
