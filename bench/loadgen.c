@@ -15,6 +15,9 @@
  *   idle    D dashboards connect (--concurrency handshakes in flight), hold --hold seconds, then
  *           one agent sends N broadcasts one after the other; each must reach every dashboard.
  *   resume  one dashboard asks for the last --expect stored messages and checks them.
+ *
+ * --ports P1,P2,... spreads the connections over several hubs (nodes of one cluster): agent k and
+ * dashboard k connect to port k mod n. The checks are the same: one gapless order for everyone.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -47,7 +50,7 @@ typedef struct {
 } i64vec;
 
 typedef struct conn {
-    int fd, role, state, index;
+    int fd, role, state, index, port;
     const char *token;
     char *in;
     size_t in_len, in_cap;
@@ -65,6 +68,8 @@ typedef struct conn {
 } conn;
 
 static const char *opt_host = "127.0.0.1", *opt_path = "/", *opt_mode = "fanout";
+#define MAX_PORTS 16
+static int opt_ports[MAX_PORTS], n_ports;
 static int opt_port, opt_agents = 1, opt_dashboards = 1, opt_window = 64, opt_concurrency = 256;
 static long opt_messages = 1000, opt_expect = 0;
 static double opt_rate = 0, opt_timeout = 60, opt_hold = 0;
@@ -232,7 +237,7 @@ static void start_connect(conn *c) {
     if (c->fd < 0) die("socket: %s (raise the open files limit)", strerror(errno));
     int one = 1;
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(opt_port)};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(c->port)};
     inet_pton(AF_INET, opt_host, &sa.sin_addr);
     int r = connect(c->fd, (struct sockaddr *)&sa, sizeof sa);
     if (r < 0 && errno != EINPROGRESS) die("connect: %s", strerror(errno));
@@ -245,7 +250,7 @@ static void start_connect(conn *c) {
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
                      "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
                      "Sec-WebSocket-Version: 13\r\nAuthorization: Bearer %s\r\n\r\n",
-                     opt_path, opt_host, opt_port, c->token);
+                     opt_path, opt_host, c->port, c->token);
     out_reserve(c, (size_t)n);
     memcpy(c->out + c->out_len, req, (size_t)n);
     c->out_len += (size_t)n;
@@ -448,7 +453,7 @@ static void poll_once(int timeout_ms) {
             socklen_t el = sizeof err;
             getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el);
             if (err) {
-                fail("connect to %s:%d: %s", opt_host, opt_port, strerror(err));
+                fail("connect to %s:%d: %s", opt_host, c->port, strerror(err));
                 c->state = S_CLOSED;
                 continue;
             }
@@ -564,6 +569,7 @@ static void setup(int n_agents, int n_dash) {
     for (int i = 0; i < n_dash; i++) {
         conns[i].role = DASHBOARD;
         conns[i].index = i;
+        conns[i].port = opt_ports[i % n_ports];
         conns[i].token = dash_tokens[i % n_dash_tokens];
         conns[i].last_seq = -1;
     }
@@ -571,6 +577,7 @@ static void setup(int n_agents, int n_dash) {
         conn *c = &conns[n_dash + a];
         c->role = AGENT;
         c->index = a;
+        c->port = opt_ports[a % n_ports];
         if (n_agent_tokens == 0) die("no agent tokens");
         c->token = agent_tokens[a % n_agent_tokens];
         c->first_k = c->next_k = (uint32_t)(a * opt_messages);
@@ -726,6 +733,10 @@ int main(int argc, char **argv) {
         if (!strcmp(a, "--mode")) opt_mode = v;
         else if (!strcmp(a, "--host")) opt_host = v;
         else if (!strcmp(a, "--port")) opt_port = atoi(v);
+        else if (!strcmp(a, "--ports")) {
+            for (const char *p = v; *p && n_ports < MAX_PORTS; p = strchr(p, ',') ? strchr(p, ',') + 1 : "")
+                opt_ports[n_ports++] = atoi(p);
+        }
         else if (!strcmp(a, "--path")) opt_path = v;
         else if (!strcmp(a, "--tokens")) tokens = v;
         else if (!strcmp(a, "--agents")) opt_agents = atoi(v);
@@ -740,8 +751,9 @@ int main(int argc, char **argv) {
         else die("unknown option %s", a);
         i++;
     }
-    if (!opt_port || !tokens)
-        die("usage: loadgen --port P --tokens FILE (NAME ROLE SECRET lines) [--mode fanout|idle|resume] ...");
+    if (opt_port && !n_ports) opt_ports[n_ports++] = opt_port;
+    if (!n_ports || !opt_ports[0] || !tokens)
+        die("usage: loadgen --port P | --ports P1,P2 --tokens FILE (NAME ROLE SECRET lines) [--mode fanout|idle|resume] ...");
     read_tokens(tokens);
     if (!n_dash_tokens) die("%s has no dashboard token", tokens);
     raise_nofile();

@@ -4,7 +4,8 @@ What differs from a single server, and only that, lives here:
 
 - every node relays the other nodes' commits to its own clients (in the deployment's one order), and
   arms the question timers they imply, so a deadline or a claim's end is acted on even if the node
-  that stored it died (every node may act; the store's compare-and-set lets exactly one change land);
+  that stored it died (every node may act; the guard on the question's row lets exactly one change
+  land);
 - presence is decided across nodes: an agent is online while any node holds one of its connections.
   Each node records which agents it holds (``members``) and refreshes a heartbeat key with a TTL of
   half the ping timeout; the other nodes notice a node whose key expired and take its agents

@@ -89,6 +89,24 @@ class _PerMessage(Collector):
         yield ack_latency
 
 
+class _ClusterCommits(Collector):
+    def __init__(self, moved: Callable[[], int], conflicts: Callable[[], int]) -> None:
+        self._moved = moved
+        self._conflicts = conflicts
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(
+            "vibews_redis_commits_moved",
+            "Commits whose seqs the commit script moved, because other nodes appended meanwhile.",
+            value=self._moved(),
+        )
+        yield CounterMetricFamily(
+            "vibews_redis_commits_conflicts",
+            "Batches run again because another node wrote what they had read.",
+            value=self._conflicts(),
+        )
+
+
 class Metrics(HubObserver):
     """The hub's observer hooks and the store's commit hook, as Prometheus instruments."""
 
@@ -123,6 +141,11 @@ class Metrics(HubObserver):
 
     def track_head(self, head: Callable[[], int]) -> None:
         self._seq.set_function(lambda: float(head()))
+
+    def track_cluster(self, moved: Callable[[], int], conflicts: Callable[[], int]) -> None:
+        """With ``--redis``: how often other nodes' writes touched this node's commits (read at
+        scrape time, like the per-message counters, so commits pay nothing for it)."""
+        self.registry.register(_ClusterCommits(moved, conflicts))
 
     # HubObserver
     def connection_opened(self, role: str) -> None:

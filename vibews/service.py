@@ -235,6 +235,8 @@ def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsSe
     agent_names = lambda: holder["watcher"].table.names("agent")  # noqa: E731
     hub: Hub
     if isinstance(store, RedisStore):
+        cluster_store = store
+        metrics.track_cluster(lambda: cluster_store.moved, lambda: cluster_store.conflicts)
         hub = ClusterHub(
             store, reactor, hub_settings, agent_names, metrics, ping_timeout=config.ping_timeout
         )

@@ -9,6 +9,7 @@ from typing import NamedTuple
 
 import pytest_twisted
 
+from vibews.store.redis import RedisStore
 from vibews.testing import RunningServer, TwistdProcess, connect, status_of
 from vibews.testing_cluster import ClusterTokens, RedisProcess, start_node
 
@@ -129,3 +130,44 @@ async def test_sigkilled_node_its_dashboards_claims_lapse(
     assert lapsed["seq"] > held["seq"]
     watcher.disconnect()
     agent.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_agent_also_on_a_surviving_node_stays_online(
+    nodes: _Nodes, tokens: ClusterTokens
+) -> None:
+    """Presence is per agent across nodes: an agent with a connection on the dead node and one on
+    the survivor stays online when the dead node is noticed, and goes offline only when its last
+    connection (the survivor's) closes."""
+    from twisted.internet import reactor
+    from twisted.internet.task import deferLater
+
+    survivor, doomed, port = nodes
+    dashboard = await survivor.dashboard()
+    on_doomed = await connect(port, tokens.agent)
+    assert (await on_doomed.next_message())["type"] == "welcome"
+    online = await dashboard.next_message()
+    assert online["type"] == "presence" and online["payload"]["online"] is True
+    on_survivor = await survivor.agent()
+    store = survivor.service.hub.store
+    assert isinstance(store, RedisStore)
+    while len(store.member_nodes()) < 2:  # both nodes recorded as holding the agent
+        await deferLater(reactor, 0.05, lambda: None)
+
+    doomed.signal(9)
+    await doomed.ended()
+    give_up = reactor.seconds() + 2 * PING_TIMEOUT
+    while len(store.member_nodes()) > 1:  # the survivor noticed, and took the dead node's away
+        assert reactor.seconds() < give_up, "the dead node was never noticed"
+        await deferLater(reactor, 0.05, lambda: None)
+    marker = await on_survivor.request(
+        {"type": "agent_status", "id": "after", "payload": {"state": "still here"}}
+    )
+    relayed = await dashboard.next_message()  # nothing (no offline presence) came before it
+    assert relayed["type"] == "agent_status" and relayed["seq"] == marker["seq"]
+
+    on_survivor.disconnect()
+    offline = await dashboard.next_message(timeout=PING_TIMEOUT)
+    assert offline["type"] == "presence" and offline["payload"]["online"] is False
+    assert offline["seq"] == marker["seq"] + 1
+    dashboard.disconnect()

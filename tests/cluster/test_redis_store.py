@@ -3,6 +3,7 @@ sees the others' commits, and a Redis that is away refuses writes instead of ack
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -13,7 +14,8 @@ import pytest_twisted
 from twisted.internet.defer import DeferredList
 from twisted.internet.task import deferLater
 
-from vibews.store import IStoreTransaction, StoredMessage, StoreUnavailable
+from vibews.protocol import encode
+from vibews.store import Claim, IStoreTransaction, StoredMessage, StoreUnavailable
 from vibews.store.redis import RedisAddress, RedisStore
 from vibews.testing import self_signed_certificate
 from vibews.testing_cluster import RedisProcess
@@ -40,11 +42,18 @@ async def pair(redis: RedisProcess) -> AsyncIterator[tuple[RedisStore, RedisStor
         await store.close()
 
 
+async def _caught_up(reactor: Any, *stores: RedisStore, head: int) -> None:
+    while any(store.head() < head for store in stores):  # bounded by the test timeout
+        await deferLater(reactor, 0.01, lambda: None)
+
+
 @pytest_twisted.ensureDeferred
 async def test_racing_nodes_share_one_gapless_seq(pair: tuple[RedisStore, RedisStore]) -> None:
-    """Both nodes write in the same turns: every commit is decided on the latest state (the loser
-    of a race runs its batch again), so the seqs are one sequence and each node's mirror has all
-    of them, in the same order."""
+    """Both nodes append in the same turns. Neither read what the other wrote, so neither runs
+    its batch again: the commit script gives each batch the seqs after the deployment's head, and
+    moves the seqs of a batch computed before the other node's append (the entry, and the frame's
+    own "seq"). The seqs are one gapless sequence, each node acks what was stored, and every
+    mirror holds the same journal."""
     from twisted.internet import reactor
 
     a, b = pair
@@ -52,19 +61,134 @@ async def test_racing_nodes_share_one_gapless_seq(pair: tuple[RedisStore, RedisS
     a.on_foreign = lambda messages, _: foreign["a"].extend(m.seq for m in messages)
     b.on_foreign = lambda messages, _: foreign["b"].extend(m.seq for m in messages)
     results: list[tuple[bool, Any]] = []
-    for i in range(30):  # each round both nodes start from the same state: one must lose
+    for i in range(30):  # each round both nodes start from the same head: one is moved
         results += await DeferredList(
             [a.transact(_append("x", f"a{i}")), b.transact(_append("x", f"b{i}"))],
             consumeErrors=True,
         )
-    assert a.conflicts + b.conflicts >= 1
-    seqs = sorted(r.seq for ok, r in results if ok)
-    assert len(seqs) == 60 and seqs == list(range(1, 61))
-    while a.head() < 60 or b.head() < 60:  # the tails catch up; bounded by the test timeout
-        await deferLater(reactor, 0.01, lambda: None)
-    assert [m.data for m in a.read(0, None, 100)] == [m.data for m in b.read(0, None, 100)]
-    mine_a = {r.seq for ok, r in results[0::2] if ok}
+    assert a.conflicts + b.conflicts == 0
+    assert a.moved + b.moved >= 30
+    assert all(ok for ok, _ in results)
+    seqs = sorted(r.seq for _, r in results)
+    assert seqs == list(range(1, 61))
+    for _, message in results:  # what the hub would relay: the frame of the seq it was stored at
+        assert message.data == encode({"seq": message.seq})
+    await _caught_up(reactor, a, b, head=60)
+    journal = a.read(0, None, 100)
+    assert journal == b.read(0, None, 100)
+    assert [m.data for m in journal] == [encode({"seq": seq}) for seq in range(1, 61)]
+    assert set(journal) == {r for _, r in results}
+    mine_a = {r.seq for _, r in results[0::2]}
     assert sorted(foreign["a"]) == sorted(set(range(1, 61)) - mine_a)
+
+
+def _task_question_answer(round_: int, agent: str = "bot") -> Any:
+    """One batch that writes every kind of row holding a seq: a task (its frame), a question (its
+    seq and frame, a deadline with all its digits), and a pending answer (keyed by its seq)."""
+
+    def work(txn: IStoreTransaction) -> list[StoredMessage]:
+        def relayed(kind: str) -> Any:
+            return lambda seq: {"type": kind, "id": f"{kind}{round_}", "seq": seq, "payload": {}}
+
+        task = txn.append("task_update", agent, f"t{round_}", None, relayed("task_update"))
+        txn.set_task(f"task{round_}", json.loads(task.data))
+        question = txn.append("question", agent, f"q{round_}", None, relayed("question"))
+        txn.add_question(
+            f"q{round_}", agent, question.seq, json.loads(question.data), 1764133200.1234567, None
+        )
+        answer = txn.append("answer", "ops", f"a{round_}", agent, relayed("answer"))
+        txn.close_question(f"q{round_}", "answered", answer.seq, answer.seq)
+        txn.add_pending(agent, answer)
+        return [task, question, answer]
+
+    return work
+
+
+@pytest_twisted.ensureDeferred
+async def test_moved_seqs_reach_every_row_that_holds_one(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    """When the script moves a batch's seqs, the rows it wrote move with them: a task's frame, a
+    question's seq, closing and answer seqs and frame, a pending answer's key and frame. Both
+    mirrors, and the hub's outcome, agree with the journal. (Two agents: batches that change the
+    same agent's questions guard its open-question count, and would run again instead.)"""
+    from twisted.internet import reactor
+
+    a, b = pair
+    outcomes: dict[int, list[StoredMessage]] = {}
+    for i in range(10):  # both nodes start each round from the same head: one of them is moved
+        results = await DeferredList(
+            [
+                a.transact(_task_question_answer(i, "bot0")),
+                b.transact(_task_question_answer(100 + i, "bot1")),
+            ],
+            consumeErrors=True,
+        )
+        assert all(ok for ok, _ in results)
+        outcomes[i], outcomes[100 + i] = results[0][1], results[1][1]
+    assert a.moved + b.moved >= 10 and a.conflicts + b.conflicts == 0
+    await _caught_up(reactor, a, b, head=60)
+    for store in (a, b):
+        journal = {m.seq: m for m in store.read(0, None, 100)}
+        assert sorted(journal) == list(range(1, 61))
+        snapshot = store.snapshot(())
+        pending = {m.seq: m for m in store.pending_answers("bot0") + store.pending_answers("bot1")}
+        assert sorted(pending) == sorted(answer.seq for _, _, answer in outcomes.values())
+        for i, (task, question, answer) in outcomes.items():
+            for message in (task, question, answer):
+                assert journal[message.seq] == message
+                assert json.loads(message.data)["seq"] == message.seq
+            assert snapshot.tasks[f"task{i}"]["seq"] == task.seq
+            record = store.question(f"q{i}")
+            assert record is not None
+            assert (record.seq, record.answer_seq) == (question.seq, answer.seq)
+            assert record.deadline == 1764133200.1234567
+            assert pending[answer.seq] == answer
+        in_order = sorted(question.seq for _, question, _ in outcomes.values())
+        assert [q["seq"] for q in snapshot.questions] == in_order
+
+
+def _claim_if_free(by: str) -> Any:
+    """Read the question, then claim it unless someone has: the claim rests on what was read."""
+
+    def work(txn: IStoreTransaction) -> str:
+        question = txn.get_question("q0")
+        assert question is not None
+        if question.claim is not None:
+            raise ValueError(f"already claimed by {question.claim.by}")
+        txn.set_claim("q0", Claim(by=by, until=1764133200.5, connection=by))
+        return by
+
+    return work
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_that_read_what_another_node_wrote_runs_again(
+    pair: tuple[RedisStore, RedisStore],
+) -> None:
+    """Guards: two nodes claim the same free question in the same turn. Each read it free; the
+    second commit finds the question's row changed since, writes nothing, and its batch runs
+    again on the new state, where the question is taken."""
+    from twisted.internet import reactor
+
+    a, b = pair
+    await a.transact(_task_question_answer(0))
+    await a.transact(lambda txn: txn.set_claim("q0", None))
+    await _caught_up(reactor, b, head=a.head())
+    for _ in range(5):
+        results = await DeferredList(
+            [a.transact(_claim_if_free("a")), b.transact(_claim_if_free("b"))],
+            consumeErrors=True,
+        )
+        assert sorted(ok for ok, _ in results) == [False, True]
+        winner = next(r for ok, r in results if ok)
+        loser = next(r for ok, r in results if not ok)
+        assert loser.check(ValueError)
+        assert loser.getErrorMessage() == f"already claimed by {winner}"
+        await a.transact(lambda txn: txn.set_claim("q0", None))
+        while b.question("q0").claim is not None:  # type: ignore[union-attr]  # bounded by timeout
+            await deferLater(reactor, 0.01, lambda: None)
+    assert a.conflicts + b.conflicts >= 5
 
 
 @pytest_twisted.ensureDeferred

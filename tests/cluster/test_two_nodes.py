@@ -126,8 +126,8 @@ async def test_reconnecting_to_another_node_within_the_grace_sends_no_presence(
 async def test_a_question_expires_once_although_every_node_has_its_timer(
     tmp_path: Path, redis: RedisProcess, tokens: ClusterTokens
 ) -> None:
-    """Every node arms the deadline (the asking node may die); the store's compare-and-set lets
-    exactly one ``question_closed`` land."""
+    """Every node arms the deadline (the asking node may die); the guard on the question's row
+    lets exactly one ``question_closed`` land."""
     nodes = [
         await start_node(tmp_path / f"n{i}", redis.url, tokens, presence_grace=0.0)
         for i in range(3)

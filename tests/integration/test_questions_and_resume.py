@@ -165,12 +165,15 @@ async def test_resume_incomplete_cases(server: RunningServer) -> None:
 async def test_resume_older_than_history_is_incomplete(tmp_path: object) -> None:
     """With ``--history`` small, a resume from before the retained range replays what is kept and
     says complete: false."""
-    server = await start_server(tmp_path / "data", history=10)  # type: ignore[operator]
+    # No rate limit: a refused "end" would not wait for the others to be stored, and the
+    # dashboard would get some of them live before its resume.
+    server = await start_server(tmp_path / "data", history=10, rate=0)  # type: ignore[operator]
     try:
         agent = await server.agent()
         for i in range(200):
             agent.send_json({"type": "agent_status", "id": str(i), "payload": {"state": "s"}})
-        await agent.request({"type": "agent_status", "id": "end", "payload": {"state": "s"}})
+        end = await agent.request({"type": "agent_status", "id": "end", "payload": {"state": "s"}})
+        assert end["type"] == "ack" and end["seq"] == 202
         dashboard = await server.dashboard()
         replayed, resumed = await dashboard.resume(0)
         seqs = [m["seq"] for m in replayed]

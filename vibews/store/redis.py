@@ -1,21 +1,28 @@
 """The shared store: several vibews nodes on one Redis behave, to every client, as one server.
 
-Why a replicated state machine and not one Lua script per message type: the hub's rules (handlers,
-lifecycle) are written once, against :class:`~vibews.store.IStoreTransaction`, whose reads are
-synchronous. Porting every rule to Lua would give two implementations that drift; calling Redis for
-every read would block the reactor. So every node keeps a full copy of the committed state in an
-in-memory SQLite database (the *mirror*, with the embedded store's schema and SQL), runs a batch of
-work against it exactly as the embedded store does, and turns what the batch changed into a list of
-row writes. One Lua script then commits them atomically, *only if* the deployment's commit counter
-(``version``) is still the one the batch was computed at: it appends the journal entries to a Stream
-(entry id ``<seq>-0``), writes the changed rows to hashes, bumps ``head`` and ``version`` and
-appends the row writes to a ``commits`` Stream. If another node committed first, nothing is written;
-this node catches up and runs the batch again. So every commit is decided on the latest state, and
-``seq`` stays one gapless sequence across the deployment.
+Why a mirror and not one Lua script per message type: the hub's rules (handlers, lifecycle) are
+written once, against :class:`~vibews.store.IStoreTransaction`, whose reads are synchronous. Porting
+every rule to Lua would give two implementations that drift; calling Redis for every read would
+block the reactor. So every node keeps a full copy of the committed state in an in-memory SQLite
+database (the *mirror*, with the embedded store's schema and SQL) and runs a batch of work against
+it exactly as the embedded store does. What the batch wrote becomes a list of ops (journal entries,
+row writes), and what it read becomes a list of guards.
+
+One Lua script (``COMMIT_SCRIPT``) then commits the batch atomically. It checks the guards: each row
+the batch read or wrote still carries the *stamp* (number of the commit that last wrote it) the
+mirror saw; no other node stored an id the duplicate check did not find; and so on. It then
+*assigns the seqs*: the batch's journal entries get the seqs after the deployment's head. When other
+nodes appended since the mirror's head, the script moves every seq the batch created, in the frames
+and rows too. It appends the entries to a Stream (entry id ``<seq>-0``), writes the rows and their
+stamps, and appends the commit to a ``commits`` Stream. A failed guard means another node wrote what
+the batch read: nothing is written, the node catches up and runs the batch again. So ``seq`` is one
+gapless sequence across the deployment, assigned where it is appended, and nodes that write
+unrelated rows (different agents' status) never wait for each other.
 
 Every node tails ``commits`` (a blocking ``XREAD`` on its own connection) and applies each commit to
-its mirror in ``version`` order; its own commits fire their Deferreds (ack, relay) at that point,
-another node's are handed to ``on_foreign`` (the cluster hub relays them to local clients). Hence
+its mirror in ``version`` order. A node's own commit fires its Deferreds (ack, relay) when the reply
+comes, or, if the script moved its seqs, when the tail brings it with them; another node's is
+handed to ``on_foreign`` (the cluster hub relays them to local clients). Hence
 every dashboard, on any node, sees the same gapless order. An ack still means "stored": it is sent
 only once Redis confirmed the commit. If Redis is away the batch fails with StoreUnavailable; if the
 reply was lost but the commit landed, the tail later applies it like any other node's, so nothing is
@@ -43,6 +50,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from vibews.lifecycle import Accepted
 from vibews.store import IStoreTransaction, QuestionRecord, StoredMessage, StoreUnavailable
 from vibews.store.sqlite import _SCHEMA, SQLiteStore, _Transaction
 
@@ -79,48 +87,129 @@ _COLUMNS = {
     "pending": ("seq", "agent", "type", "data"),
     "members": ("node", "agent"),
 }
+_FLOAT_COLUMNS = frozenset(
+    _COLUMNS["questions"].index(name) for name in ("deadline", "claim_until")
+)
 _MIRROR_EXTRA = """
 CREATE TABLE IF NOT EXISTS members (node TEXT NOT NULL, agent TEXT NOT NULL,
     PRIMARY KEY (node, agent));
 """
 
-# KEYS: version, head, journal, commits, then TABLES in order.
-# ARGV: expected version, node, nonce, ops (JSON), new head, commits kept. With no ops it only
-# checks that the expected version is the latest (a batch that writes nothing).
+# KEYS: version, head, journal, commits, stamps, ids, then TABLES in order (a table's KEYS index is
+# 6 + its number). ARGV: node, nonce, guards (JSON), ops (JSON), base (the head the batch was
+# computed at), commits kept, the commit the node's mirror was at (a Redis behind it lost its data:
+# nothing is written, and the node reloads).
+#
+# A guard is ["*", version] (nothing at all was committed since: for reads that range over a whole
+# table), ["#", id key] (no journal entry has this sender and id) or [stamp key, stamp] (this row,
+# or this agent's questions or nodes, was last written by commit ``stamp``; 0: never, or deleted).
+# If one fails, nothing is written: the node catches up and runs the batch again.
+#
 # An op is ["j", seq, type, sender, message_id, agent, data] (journal append; "" for None),
-# ["h", table index, field, row JSON] (set a row), ["d", table index, field] (drop a row) or
-# ["t", seq] (trim the journal below seq).
+# ["h", table, field, row JSON, extra stamp key] (set a row), ["d", table, field, extra stamp key]
+# (drop a row) or ["t", seq] (trim the journal below seq). The script gives the journal entries
+# the seqs after the deployment's head: when other nodes appended since ``base`` it moves every
+# seq above ``base`` (entry ids, each frame's own "seq", the seq columns and frames of rows, the
+# pending table's keys) by the difference, and records the moved ops in the commit.
 COMMIT_SCRIPT = """
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
-if version ~= tonumber(ARGV[1]) then
+if version < tonumber(ARGV[7]) then
   return {0, version}
 end
-if ARGV[4] == '[]' then
-  return {1, version}
+for _, guard in ipairs(cjson.decode(ARGV[3])) do
+  local what = guard[1]
+  if what == '*' then
+    if version ~= guard[2] then return {0, version} end
+  elseif what == '#' then
+    if redis.call('HEXISTS', KEYS[6], guard[2]) == 1 then return {0, version} end
+  elseif tonumber(redis.call('HGET', KEYS[5], what) or '0') ~= guard[2] then
+    return {0, version}
+  end
 end
+if ARGV[4] == '[]' then
+  return {1, version, 0}
+end
+local base = tonumber(ARGV[5])
+local head = tonumber(redis.call('GET', KEYS[2]) or '0')
+local shift = head - base
 local ops = cjson.decode(ARGV[4])
+local TABLES = {'agents', 'tasks', 'questions', 'pending', 'members'}
+local PENDING = 4
+local SEQ_COLUMNS = {[3] = {3, 5, 9}, [4] = {1}}
+local FRAME_COLUMN = {[2] = 2, [3] = 6, [4] = 4}
+-- A frame's own seq is its first "seq" key: the keys before it are fixed names, and inside a
+-- JSON string a quote is always escaped.
+local function reseq(frame)
+  local _, colon = string.find(frame, '"seq":', 1, true)
+  if not colon then return frame end
+  local digits = string.match(frame, '^%d+', colon + 1)
+  if not digits or tonumber(digits) <= base then return frame end
+  return string.sub(frame, 1, colon) .. (tonumber(digits) + shift) ..
+    string.sub(frame, colon + 1 + #digits)
+end
+if shift ~= 0 then
+  for _, op in ipairs(ops) do
+    local kind = op[1]
+    if kind == 'j' then
+      op[2] = tostring(tonumber(op[2]) + shift)
+      op[7] = reseq(op[7])
+    elseif (kind == 'h' or kind == 'd') and op[2] == PENDING and tonumber(op[3]) > base then
+      op[3] = tostring(tonumber(op[3]) + shift)
+    end
+    if kind == 'h' and FRAME_COLUMN[op[2]] then
+      local row = cjson.decode(op[4])
+      for _, column in ipairs(SEQ_COLUMNS[op[2]] or {}) do
+        if type(row[column]) == 'number' and row[column] > base then
+          row[column] = row[column] + shift
+        end
+      end
+      row[FRAME_COLUMN[op[2]]] = reseq(row[FRAME_COLUMN[op[2]]])
+      op[4] = cjson.encode(row)
+    end
+  end
+end
+version = version + 1
 for _, op in ipairs(ops) do
   local kind = op[1]
   if kind == 'j' then
     redis.call('XADD', KEYS[3], op[2] .. '-0', 'type', op[3], 'sender', op[4], 'mid', op[5],
       'agent', op[6], 'data', op[7])
+    if op[5] ~= '' then
+      redis.call('HSET', KEYS[6], #op[4] .. ':' .. op[4] .. op[5], op[2])
+    end
+    head = tonumber(op[2])
   elseif kind == 'h' then
-    redis.call('HSET', KEYS[4 + op[2]], op[3], op[4])
+    redis.call('HSET', KEYS[6 + op[2]], op[3], op[4])
+    redis.call('HSET', KEYS[5], TABLES[op[2]] .. ' ' .. op[3], version)
+    if op[5] ~= '' then redis.call('HSET', KEYS[5], op[5], version) end
   elseif kind == 'd' then
-    redis.call('HDEL', KEYS[4 + op[2]], op[3])
+    redis.call('HDEL', KEYS[6 + op[2]], op[3])
+    redis.call('HDEL', KEYS[5], TABLES[op[2]] .. ' ' .. op[3])
+    if op[4] ~= '' then redis.call('HSET', KEYS[5], op[4], version) end
   elseif kind == 't' then
+    local last = (tonumber(op[2]) - 1) .. '-0'
+    for _, entry in ipairs(redis.call('XRANGE', KEYS[3], '-', last)) do
+      local fields, sender, mid = entry[2], '', ''
+      for i = 1, #fields, 2 do
+        if fields[i] == 'sender' then sender = fields[i + 1] end
+        if fields[i] == 'mid' then mid = fields[i + 1] end
+      end
+      if mid ~= '' then redis.call('HDEL', KEYS[6], #sender .. ':' .. sender .. mid) end
+    end
     redis.call('XTRIM', KEYS[3], 'MINID', op[2] .. '-0')
   end
 end
-version = version + 1
+local recorded = ARGV[4]
+if shift ~= 0 then recorded = cjson.encode(ops) end
 redis.call('SET', KEYS[1], version)
-redis.call('SET', KEYS[2], ARGV[5])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], version .. '-0', 'node', ARGV[2],
-  'nonce', ARGV[3], 'ops', ARGV[4])
-return {1, version}
+redis.call('SET', KEYS[2], head)
+redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], version .. '-0', 'node', ARGV[1],
+  'nonce', ARGV[2], 'shift', shift, 'ops', recorded)
+return {1, version, shift}
 """
 
-# KEYS: version, head, epoch, then TABLES in order. Everything a new node starts from, atomically.
+# KEYS: version, head, epoch, stamps, then TABLES in order. Everything a new node starts from,
+# atomically.
 LOAD_SCRIPT = """
 local out = {redis.call('GET', KEYS[1]) or '0', redis.call('GET', KEYS[2]) or '0',
   redis.call('GET', KEYS[3]) or ''}
@@ -226,14 +315,70 @@ def _connected(handler: Any) -> bool:
 @implementer(IStoreTransaction)
 class ClusterTransaction(_Transaction):
     """The embedded store's transaction on the mirror, plus which agents are connected to which
-    node (for presence across nodes), and a note of every row it touches."""
+    node (for presence across nodes), a note of every row it touches, and the *guards*: what the
+    batch's outcome rests on, which the commit script checks is still what Redis holds.
+
+    A guard names the stamp (the commit that last wrote it) of every row the batch read or wrote,
+    as the mirror had it when the batch started; an id the duplicate check did not find; for a
+    question count or an agent's nodes, a stamp per agent; and for reads over a whole table, the
+    commit counter itself. So two batches conflict only if one read what the other wrote.
+    """
 
     def __init__(self, store: RedisStore) -> None:
         super().__init__(store)
+        self._stamps = store._stamps
+        self._base = store._head
         self.touched: dict[str, set[tuple[Any, ...]]] = {table: set() for table in TABLES}
+        self.guards: dict[str, int] = {}
+        self.unknown_ids: set[str] = set()
+        self.everything = False  # read a whole table: guard on the commit counter
+
+    def _guard(self, key: str) -> None:
+        if key not in self.guards:
+            self.guards[key] = self._stamps.get(key, 0)
 
     def _touch(self, table: str, *key: Any) -> None:
         self.touched[table].add(key)
+        if table == "pending" and int(key[0]) > self._base:
+            return  # an answer this batch appended: no row of Redis can hold its seq yet
+        self._guard(f"{table} {_field(key)}")
+
+    def guard_list(self, version: int) -> list[list[Any]]:
+        guards: list[list[Any]] = [[key, stamp] for key, stamp in sorted(self.guards.items())]
+        guards += [["#", key] for key in sorted(self.unknown_ids)]
+        if self.everything:
+            guards.append(["*", version])
+        return guards
+
+    def find_duplicate(self, sender: str, message_id: str) -> int | None:
+        seq = super().find_duplicate(sender, message_id)
+        if seq is None:
+            self.unknown_ids.add(id_key(sender, message_id))
+        return seq
+
+    def get_question(self, question_id: str) -> QuestionRecord | None:
+        self._guard(f"questions {question_id}")
+        return super().get_question(question_id)
+
+    def count_open_questions(self, agent: str) -> int:
+        self._guard(f"qa {agent}")
+        return super().count_open_questions(agent)
+
+    def online_agents(self) -> list[str]:
+        self.everything = True
+        return super().online_agents()
+
+    def claimed_questions(self) -> list[QuestionRecord]:
+        questions = super().claimed_questions()
+        for question in questions:
+            self._guard(f"questions {question.id}")
+        return questions
+
+    def overdue_questions(self, now: float) -> list[QuestionRecord]:
+        questions = super().overdue_questions(now)
+        for question in questions:
+            self._guard(f"questions {question.id}")
+        return questions
 
     def set_agent_status(self, name: str, payload: Mapping[str, Any]) -> None:
         self._touch("agents", name)
@@ -257,6 +402,7 @@ class ClusterTransaction(_Transaction):
         schema: Mapping[str, Any] | None,
     ) -> None:
         self._touch("questions", question_id)
+        self._guard(f"qa {agent}")
         super().add_question(question_id, agent, seq, frame, deadline, schema)
 
     def close_question(
@@ -280,6 +426,9 @@ class ClusterTransaction(_Transaction):
         super().add_pending(agent, message)
 
     def clear_pending(self, agent: str, seqs: Collection[int]) -> list[int]:
+        for seq in seqs:
+            if seq <= self._base:
+                self._guard(f"pending {seq}")
         cleared = super().clear_pending(agent, seqs)
         for seq in cleared:
             self._touch("pending", seq)
@@ -289,20 +438,40 @@ class ClusterTransaction(_Transaction):
 
     def agent_nodes(self, agent: str) -> set[str]:
         """The nodes that hold at least one connection of ``agent``."""
+        self._guard(f"ma {agent}")
         rows = self._db.execute("SELECT node FROM members WHERE agent = ?", (agent,))
         return {str(row[0]) for row in rows}
 
     def node_agents(self, node: str) -> list[str]:
+        self.everything = True
         rows = self._db.execute("SELECT agent FROM members WHERE node = ? ORDER BY agent", (node,))
         return [str(row[0]) for row in rows]
 
     def join(self, node: str, agent: str) -> None:
         self._touch("members", node, agent)
+        self._guard(f"ma {agent}")
         self._db.execute("INSERT OR IGNORE INTO members (node, agent) VALUES (?, ?)", (node, agent))
 
     def leave(self, node: str, agent: str) -> None:
         self._touch("members", node, agent)
+        self._guard(f"ma {agent}")
         self._db.execute("DELETE FROM members WHERE node = ? AND agent = ?", (node, agent))
+
+
+def id_key(sender: str, message_id: str) -> str:
+    """The field of a stored message's (sender, id) in the ``ids`` hash (as the script builds it:
+    the sender's length in bytes first, so no pair of strings can collide)."""
+    return f"{len(sender.encode())}:{sender}{message_id}"
+
+
+def _extra_stamp(table: str, row: Sequence[Any] | None, key: tuple[Any, ...]) -> str:
+    """The per-agent stamp a row write also moves: an agent's questions (for the open count) or
+    its nodes (for presence)."""
+    if table == "questions" and row is not None:
+        return f"qa {row[1]}"
+    if table == "members":
+        return f"ma {key[1]}"
+    return ""
 
 
 def _field(key: tuple[Any, ...]) -> str:
@@ -310,7 +479,16 @@ def _field(key: tuple[Any, ...]) -> str:
 
 
 def _row_json(row: Sequence[Any]) -> str:
-    return json.dumps([v.decode() if isinstance(v, bytes) else v for v in row])
+    """A row for Redis. Floats travel as text: the script may decode and re-encode a row, and Lua's
+    JSON encoder keeps only 14 digits."""
+    return json.dumps(
+        [
+            v.decode() if isinstance(v, bytes) else repr(v) if isinstance(v, float) else v
+            for v in row
+        ],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
 class RedisStore(SQLiteStore):
@@ -348,10 +526,13 @@ class RedisStore(SQLiteStore):
         self._prefix = prefix
         self._keys = {
             name: prefix + name
-            for name in ("version", "head", "journal", "commits", "epoch", *TABLES)
+            for name in ("version", "head", "journal", "commits", "epoch", "stamps", "ids", *TABLES)
         }
+        # Which commit last wrote each row (and each agent's questions and nodes), as Redis has it.
+        self._stamps: dict[str, int] = {}
         self._version = 0
-        self.conflicts = 0  # batches run again because another node committed first
+        self.conflicts = 0  # batches run again because another node wrote what they read
+        self.moved = 0  # commits whose seqs the script moved (other nodes appended meanwhile)
         self._tail_generation = 0
         self._reloading = False
         self._loaded = False
@@ -409,15 +590,17 @@ class RedisStore(SQLiteStore):
         yield self._tail_redis.execute_command("PING")  # both connections up before serving
         self._commit_sha = yield redis.script_load(COMMIT_SCRIPT)
         yield redis.execute_command("SET", self._keys["epoch"], uuid.uuid4().hex, "NX")
-        keys = [self._keys[k] for k in ("version", "head", "epoch")] + [
+        keys = [self._keys[k] for k in ("version", "head", "epoch", "stamps")] + [
             self._keys[t] for t in TABLES
         ]
         loaded = yield redis.eval(LOAD_SCRIPT, keys)
         version, head, epoch = int(loaded[0]), int(loaded[1]), str(loaded[2])
+        stamps = _fields(loaded[3])
+        self._stamps = {key: int(stamp) for key, stamp in stamps.items()}
         self._db.execute("BEGIN")
         for table in ("journal", *TABLES):
             self._db.execute(f"DELETE FROM {table}")  # noqa: S608 (constant names)
-        for table, flat in zip(TABLES, loaded[3:], strict=True):
+        for table, flat in zip(TABLES, loaded[4:], strict=True):
             for index in range(0, len(flat), 2):
                 self._put_row(table, json.loads(flat[index + 1]))
         self._db.execute("COMMIT")
@@ -442,6 +625,10 @@ class RedisStore(SQLiteStore):
         columns = _COLUMNS[table]
         if table == "pending":
             row = [row[0], row[1], row[2], row[3].encode()]
+        elif table == "questions":
+            row = [
+                float(v) if i in _FLOAT_COLUMNS and v is not None else v for i, v in enumerate(row)
+            ]
         self._db.execute(
             f"INSERT OR REPLACE INTO {table} ({', '.join(columns)})"  # noqa: S608 (constants)
             f" VALUES ({', '.join('?' * len(columns))})",
@@ -512,16 +699,26 @@ class RedisStore(SQLiteStore):
             self._fail(batch, StoreUnavailable("the store failed this batch; retry later"))
             self._schedule()
             return
-        # Even a batch that writes nothing (duplicates, refusals, no-op transitions) is checked
-        # against the deployment's latest commit: its answers must not rest on a mirror that
-        # trails another node's newest write.
-        payload = json.dumps(ops)
-        flight = _InFlight(uuid.uuid4().hex, batch, outcomes, self._version, ops, new_head)
+        # Even a batch that writes nothing (duplicates, refusals, no-op transitions) has its
+        # guards checked: its answers must not rest on a mirror that trails another node's write
+        # of what it read.
+        guards = txn.guard_list(self._version)
+        flight = _InFlight(
+            uuid.uuid4().hex, batch, outcomes, head_before, self._version, ops, new_head
+        )
         self._in_flight = flight
-        keys = [self._keys[k] for k in ("version", "head", "journal", "commits")] + [
-            self._keys[t] for t in TABLES
+        keys = [
+            self._keys[k] for k in ("version", "head", "journal", "commits", "stamps", "ids")
+        ] + [self._keys[t] for t in TABLES]
+        args = [
+            self.node,
+            flight.nonce,
+            json.dumps(guards, ensure_ascii=False),
+            json.dumps(ops, ensure_ascii=False),
+            head_before,
+            COMMITS_KEPT,
+            flight.version,
         ]
-        args = [flight.expected, self.node, flight.nonce, payload, new_head, COMMITS_KEPT]
         started = self._clock.seconds()
         d = self._redis.evalsha(self._commit_sha, keys, args)
         d.addCallbacks(self._committed, self._commit_failed, (flight, started), None, (flight,))
@@ -543,9 +740,11 @@ class RedisStore(SQLiteStore):
             for key in sorted(txn.touched[table], key=str):
                 row = self._db.execute(select, key).fetchone()
                 if row is None:
-                    ops.append(["d", index, _field(key)])
+                    ops.append(["d", index, _field(key), _extra_stamp(table, None, key)])
                 else:
-                    ops.append(["h", index, _field(key), _row_json(row)])
+                    ops.append(
+                        ["h", index, _field(key), _row_json(row), _extra_stamp(table, row, key)]
+                    )
         keep_from = self._head - self._history + 1
         slack = max(64, self._history // 100)
         if keep_from - self._oldest >= slack:
@@ -556,13 +755,23 @@ class RedisStore(SQLiteStore):
         ok, version = int(reply[0]), int(reply[1])
         if self._in_flight is not flight:
             return  # the tail already applied it and fired the batch
-        if not ok and version < self._version:
+        if not ok and version < flight.version:  # (the tail may be ahead of the reply by now)
             self._in_flight = None
             self._fail(flight.batch, StoreUnavailable("redis lost its data; reloading"))
             self._lost(version)
             return
+        if not ok and version == flight.version:
+            # A guard failed on a state the mirror claims to have: they disagree. Never
+            # expected; start from what Redis holds rather than retry for ever.
+            _log.error(
+                "the mirror disagrees with redis at commit {version}: reloading", version=version
+            )
+            self._in_flight = None
+            self._fail(flight.batch, StoreUnavailable("the node is reloading from redis"))
+            self._reload()
+            return
         if not ok:
-            # Another node committed first: run the batch again on the state it made.
+            # Another node wrote what this batch read: run it again on the state it made.
             self.conflicts += 1
             self._in_flight = None
             self._queue[:0] = flight.batch
@@ -570,12 +779,32 @@ class RedisStore(SQLiteStore):
             self._schedule()
             return
         self._problem = None
-        if flight.ops and self._version == flight.expected:
-            self._apply(flight.ops, version)
-        # (otherwise it wrote nothing, or a reload meanwhile brought it into the mirror already)
-        self._finish(flight)
         if self._on_commit is not None:
             self._on_commit(self._clock.seconds() - started, len(flight.batch))
+        if not flight.ops:
+            self._finish(flight)  # it wrote nothing: there is no commit to apply
+            return
+        flight.committed, flight.shift = version, int(reply[2])
+        self.moved += bool(flight.shift)
+        if flight.shift == 0 and self._version == version - 1:
+            # Nobody committed in between: the ops are what Redis holds, apply them now.
+            self._apply(flight.ops, version)
+            self._finish(flight)
+        elif self._version >= version:
+            self._settle_loaded(flight)  # a reload meanwhile brought it into the mirror
+        # Otherwise the tail applies the commit (with the seqs the script gave it) in its turn
+        # and finishes the batch then; nothing else is computed on the mirror meanwhile.
+
+    def _settle_loaded(self, flight: _InFlight) -> None:
+        """Finish a committed batch that a reload, not the tail, brought into the mirror."""
+        count = sum(1 for op in flight.ops if op[0] == "j")
+        stored = self.read(flight.base + flight.shift, None, count)
+        if len(stored) < count:  # trimmed away meanwhile: stored, but its frames are gone
+            self._in_flight = None
+            self._fail(flight.batch, StoreUnavailable("the node reloaded; send again"))
+            self._schedule()
+            return
+        self._finish(flight, flight.shift, stored)
 
     def _commit_failed(self, failure: Failure, flight: _InFlight) -> None:
         if self._in_flight is not flight:
@@ -603,9 +832,15 @@ class RedisStore(SQLiteStore):
     def _script_failed(self, failure: Failure) -> None:
         self._refuse_queue(f"redis unavailable: {failure.getErrorMessage()}")
 
-    def _finish(self, flight: _InFlight) -> None:
+    def _finish(
+        self, flight: _InFlight, shift: int = 0, stored: Sequence[StoredMessage] = ()
+    ) -> None:
         self._in_flight = None
-        self._fire(flight.batch, flight.outcomes)
+        outcomes = flight.outcomes
+        if shift:
+            moved = {message.seq: message for message in stored}
+            outcomes = [_moved(outcome, flight.base, shift, moved) for outcome in outcomes]
+        self._fire(flight.batch, outcomes)
         self._schedule()
 
     @staticmethod
@@ -643,9 +878,17 @@ class RedisStore(SQLiteStore):
                     StoredMessage(seq=seq, type=op[2], data=op[6].encode(), agent=op[5] or None)
                 )
             elif kind == "h":
-                self._put_row(TABLES[op[1] - 1], json.loads(op[3]))
+                table = TABLES[op[1] - 1]
+                self._put_row(table, json.loads(op[3]))
+                self._stamps[f"{table} {op[2]}"] = version
+                if op[4]:
+                    self._stamps[op[4]] = version
             elif kind == "d":
-                self._delete_row(TABLES[op[1] - 1], op[2])
+                table = TABLES[op[1] - 1]
+                self._delete_row(table, op[2])
+                self._stamps.pop(f"{table} {op[2]}", None)
+                if op[3]:
+                    self._stamps[op[3]] = version
             elif kind == "t":
                 self._db.execute("DELETE FROM journal WHERE seq < ?", (int(op[1]),))
                 self._oldest = max(self._oldest, int(op[1]))
@@ -682,17 +925,19 @@ class RedisStore(SQLiteStore):
                     self._resync(version)
                     return
                 fields = _fields(raw)
-                self._applied(json.loads(fields["ops"]), version, fields["nonce"])
+                self._applied(
+                    json.loads(fields["ops"]), version, fields["nonce"], int(fields["shift"])
+                )
         if self._version >= self._wait_version:
             self._wait_version = 0
             self._schedule()
         self._tail_call = self._clock.callLater(0, self._tail)
 
-    def _applied(self, ops: list[list[Any]], version: int, nonce: str) -> None:
+    def _applied(self, ops: list[list[Any]], version: int, nonce: str, shift: int) -> None:
         flight = self._in_flight
         messages = self._apply(ops, version)
         if flight is not None and flight.nonce == nonce:
-            self._finish(flight)
+            self._finish(flight, shift, messages)
             return
         dropped = any(
             op[0] == "d" and op[1] == 5 and op[2].startswith(self.node + " ") for op in ops
@@ -755,6 +1000,9 @@ class RedisStore(SQLiteStore):
             self._loaded = True
             self._problem = None
             self._wait_version = 0
+            flight = self._in_flight
+            if flight is not None and flight.committed and self._version >= flight.committed:
+                self._settle_loaded(flight)
             self.on_resync()
             self._tail()
             self._schedule()
@@ -832,9 +1080,30 @@ class _InFlight:
     nonce: str
     batch: list[tuple[Any, Deferred[Any]]]
     outcomes: list[Any]
-    expected: int
+    base: int  # the head the batch was computed at: seqs above it are this batch's own
+    version: int  # the commit the mirror was at
     ops: list[list[Any]]
     head: int
+    committed: int = 0  # the commit's version, once Redis took it
+    shift: int = 0  # how far the script moved the batch's seqs
+
+
+def _moved(outcome: Any, base: int, shift: int, stored: Mapping[int, StoredMessage]) -> Any:
+    """An outcome computed with the seqs the mirror predicted, given the ones the script assigned
+    (``shift`` later, for every seq above ``base``): what the hub acks and relays."""
+    if isinstance(outcome, StoredMessage):
+        return stored[outcome.seq + shift] if outcome.seq > base else outcome
+    if isinstance(outcome, Accepted):
+        return attrs.evolve(
+            outcome,
+            seq=outcome.seq + shift if outcome.seq > base else outcome.seq,
+            deliveries=tuple(_moved(m, base, shift, stored) for m in outcome.deliveries),
+        )
+    if isinstance(outcome, list):
+        return [_moved(item, base, shift, stored) for item in outcome]
+    if isinstance(outcome, tuple):
+        return tuple(_moved(item, base, shift, stored) for item in outcome)
+    return outcome  # a Failure, None, or a value without seqs
 
 
 def _fields(flat: Sequence[str]) -> dict[str, str]:
