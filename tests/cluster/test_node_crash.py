@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import pytest_twisted
 
 from vibews.store.redis import RedisStore
-from vibews.testing import RunningServer, TwistdProcess, connect, status_of
+from vibews.testing import QueueClientProtocol, RunningServer, TwistdProcess, connect, status_of
 from vibews.testing_cluster import ClusterTokens, RedisProcess, start_node
 
 PING_TIMEOUT = 6.0
@@ -65,16 +65,25 @@ async def _serving(port: int) -> None:
         await deferLater(reactor, 0.05, lambda: None)
 
 
+async def _agent_on_the_doomed_node(
+    nodes: _Nodes, tokens: ClusterTokens
+) -> tuple[QueueClientProtocol, QueueClientProtocol, dict[str, Any]]:
+    """A dashboard on the survivor, and the agent connected to the doomed node: (dashboard, agent,
+    the ``presence`` that announced the agent online)."""
+    dashboard = await nodes.survivor.dashboard()
+    agent = await connect(nodes.port, tokens.agent)
+    assert (await agent.next_message())["type"] == "welcome"
+    online = await dashboard.next_message()
+    assert online["type"] == "presence" and online["payload"]["online"] is True
+    return dashboard, agent, online
+
+
 @pytest_twisted.ensureDeferred
 async def test_sigkilled_node_its_agent_goes_offline_and_the_others_keep_serving(
     nodes: _Nodes, tokens: ClusterTokens
 ) -> None:
-    survivor, doomed, port = nodes
-    dashboard = await survivor.dashboard()
-    agent = await connect(port, tokens.agent)
-    assert (await agent.next_message())["type"] == "welcome"
-    online = await dashboard.next_message()
-    assert online["type"] == "presence" and online["payload"]["online"] is True
+    survivor, doomed, _ = nodes
+    dashboard, agent, online = await _agent_on_the_doomed_node(nodes, tokens)
     agent.send_json({"type": "question", "id": "q1", "payload": {"text": "deploy?"}})
     assert (await agent.next_message())["type"] == "ack"
     assert (await dashboard.next_message())["type"] == "question"
@@ -142,12 +151,8 @@ async def test_an_agent_also_on_a_surviving_node_stays_online(
     from twisted.internet import reactor
     from twisted.internet.task import deferLater
 
-    survivor, doomed, port = nodes
-    dashboard = await survivor.dashboard()
-    on_doomed = await connect(port, tokens.agent)
-    assert (await on_doomed.next_message())["type"] == "welcome"
-    online = await dashboard.next_message()
-    assert online["type"] == "presence" and online["payload"]["online"] is True
+    survivor, doomed, _ = nodes
+    dashboard, _, _ = await _agent_on_the_doomed_node(nodes, tokens)
     on_survivor = await survivor.agent()
     store = survivor.service.hub.store
     assert isinstance(store, RedisStore)
