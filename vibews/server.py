@@ -20,6 +20,7 @@ from zope.interface import implementer
 
 from vibews import __version__
 from vibews.auth import Admission, Denied, Gate, HandshakeRequest
+from vibews.directwrite import write_now
 from vibews.hub import Hub, Outgoing, Session
 from vibews.protocol import INTERNAL_ERROR, Refusal, best_effort_id
 
@@ -102,7 +103,7 @@ class _WebSocketPeer:
         else:
             # Not Autobahn's sendData: it formats a debug log line (unused) on every call, which
             # cost a quarter of the fan-out's time in the profile.
-            protocol.transport.write(data)
+            write_now(protocol.transport, data)
 
     def reserve(self, size: int) -> bool:
         """Account for ``size`` bytes about to be queued; False (and the 1013 close) when the
