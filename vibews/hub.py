@@ -98,7 +98,7 @@ class Hub:
         sessions = list(self.sessions.values())
         for session in sessions:
             session.peer.close(CLOSE_GOING_AWAY, "server shutting down")
-        waiting = DeferredList([s.closed_deferred for s in sessions])
+        waiting = DeferredList([s.when_closed() for s in sessions])
         timer = self.clock.callLater(self.settings.shutdown_grace, self._abort_all)
         waiting.addBoth(lambda result: timer.cancel() if timer.active() else None)
         waiting.addCallback(lambda _: self._store_departures(departures))
@@ -281,7 +281,7 @@ class Hub:
         if accepted.claimed is not None:
             question_id, until = accepted.claimed
             self.timers.hold_claim(question_id, session.connection_id, until)
-            session.claims.add(question_id)
+            session.add_claim(question_id)
             if not session.open:  # the claimer left before its claim was stored
                 self.timers.lapse(question_id, session.connection_id)
 
@@ -336,27 +336,26 @@ class Hub:
                     session.peer.send(out)
                     sent += 1
                     if message.type in PENDING_TYPES:
-                        session.delivered.add(message.seq)
+                        session.mark_delivered(message.seq)
         self.observer.delivered(sent)
 
     def acknowledge(self, session: Session, seq: int) -> None:
         """An agent's ``ack`` clears the answers up to ``seq`` that this connection was sent; the
         first ack of each answer sends every dashboard a ``receipt``."""
-        acked = {s for s in session.delivered if s <= seq}
+        acked = session.take_delivered(seq)
         if not acked:
             return
-        session.delivered -= acked
         work = lifecycle.delivered_work(session.identity.name, acked, self.clock.seconds())
         try:
             d = self.store.transact(work)
         except StoreUnavailable:
-            session.delivered |= acked  # still pending; a later ack may clear them
+            session.restore_delivered(acked)  # still pending; a later ack may clear them
             return
         d.addCallbacks(self._deliver_all, self._restore_delivered, errbackArgs=(session, acked))
 
     def _restore_delivered(self, failure: Failure, session: Session, acked: set[int]) -> None:
         """The clear was not stored: the answers stay pending, so a later ack may clear them."""
-        session.delivered |= acked
+        session.restore_delivered(acked)
         if not failure.check(StoreUnavailable):
             self._log_failure(failure, "ack")
 

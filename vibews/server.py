@@ -47,16 +47,31 @@ class ConnectionSettings:
 @implementer(IPushProducer)
 class _WebSocketPeer:
     """The hub's view of one connection; also the transport's producer, which is how we learn that
-    the client stopped reading (Autobahn itself has no cap on queued outgoing bytes)."""
+    the client stopped reading (Autobahn itself has no cap on queued outgoing bytes).
+
+    One per connection, so slotted, and its lists exist only while they hold something."""
+
+    __slots__ = (
+        "_failed",
+        "_max_write_buffer",
+        "_paused",
+        "_pending",
+        "_pending_bytes",
+        "_protocol",
+        "_queued_while_paused",
+        "_scheduled",
+        "_waiters",
+    )
 
     def __init__(self, protocol: VibeServerProtocol, max_write_buffer: int) -> None:
         self._protocol = protocol
         self._max_write_buffer = max_write_buffer
         self._paused = False
         self._queued_while_paused = 0
-        self._waiters: list[Deferred[None]] = []
+        self._waiters: list[Deferred[None]] | None = None
         self._failed = False
-        self._pending: list[bytes] = []
+        # Frames queued for the next flush; None when there are none.
+        self._pending: list[bytes] | None = None
         self._pending_bytes = 0
         self._scheduled = False
 
@@ -75,7 +90,10 @@ class _WebSocketPeer:
             # The whole frame, built once for every recipient. Sound because no extension is
             # negotiated (checked just above): the frame is the same on every connection.
             message.prepared = protocol.factory.prepareMessage(message.data).payloadHybi
-        self._pending.append(message.prepared)
+        if self._pending is None:
+            self._pending = [message.prepared]
+        else:
+            self._pending.append(message.prepared)
         self._pending_bytes += len(message.prepared)
         if self._pending_bytes >= TRANSPORT_BUFFER:
             # Hand a large backlog over now, so the transport's pause (which paces replays and
@@ -89,10 +107,10 @@ class _WebSocketPeer:
         """Write every frame queued since the last flush in one ``transport.write``: one call
         into the transport (and one syscall) per connection per reactor turn, not per frame."""
         self._scheduled = False
-        if not self._pending:
+        pending, self._pending = self._pending, None
+        if not pending:
             return
-        data = b"".join(self._pending)
-        self._pending.clear()
+        data = b"".join(pending)
         self._pending_bytes = 0
         protocol = self._protocol
         if protocol.state != WebSocketServerProtocol.STATE_OPEN:
@@ -133,7 +151,8 @@ class _WebSocketPeer:
         self._protocol.close_with(code, reason)
 
     def abort(self) -> None:
-        self._pending.clear()
+        self._pending = None
+        self._pending_bytes = 0
         self._protocol.dropConnection(abort=True)
 
     def is_paused(self) -> bool:
@@ -142,6 +161,8 @@ class _WebSocketPeer:
     def when_writable(self) -> Deferred[None]:
         waiter: Deferred[None] = Deferred()
         if self._paused:
+            if self._waiters is None:
+                self._waiters = []
             self._waiters.append(waiter)
         else:
             waiter.callback(None)
@@ -157,12 +178,12 @@ class _WebSocketPeer:
     def resumeProducing(self) -> None:
         self._paused = False
         self._queued_while_paused = 0
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
             waiter.callback(None)
 
     def stopProducing(self) -> None:
-        self._waiters.clear()
+        self._waiters = None
 
 
 class TurnWriter:
