@@ -1,0 +1,64 @@
+"""An open connection drops the attributes that hold their usual values (memory per idle
+connection, issue 9): it must still behave exactly as before, through Autobahn's own paths."""
+
+from __future__ import annotations
+
+import json
+
+import pytest_twisted
+from autobahn.websocket.protocol import WebSocketProtocol
+
+from vibews.server import VibeServerProtocol
+from vibews.testing import RunningServer
+
+
+def _protocol(server: RunningServer) -> VibeServerProtocol:
+    session = next(s for s in server.service.hub.sessions.values() if not s.is_agent)
+    protocol: VibeServerProtocol = session.peer._protocol  # type: ignore[attr-defined]
+    return protocol
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_open_connection_keeps_a_small_dictionary_and_reads_usual_values(
+    server: RunningServer,
+) -> None:
+    """About 20 instance attributes (CPython's dictionary stays at its 21-entry size); the ones
+    dropped read their values from the class."""
+    await server.dashboard()
+    protocol = _protocol(server)
+    assert len(vars(protocol)) <= 21, sorted(vars(protocol))
+    assert "wasClean" not in vars(protocol)
+    assert protocol.wasClean is False
+    assert protocol.closedByMe is False
+    assert protocol.state == WebSocketProtocol.STATE_OPEN
+    assert "http_headers" not in vars(protocol)  # the handshake's text is forgotten
+    assert protocol.connected == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_autobahn_queued_sends_still_go_out_in_order(server: RunningServer) -> None:
+    """Autobahn's own send queue (used for "synchronous" sends) still delivers, and frames vibews
+    sends afterwards wait behind it."""
+    dashboard = await server.dashboard()
+    protocol = _protocol(server)
+    session = next(s for s in server.service.hub.sessions.values() if not s.is_agent)
+    for n in (0, 1):
+        frame = protocol.factory.prepareMessage(json.dumps({"type": "note", "n": n}).encode())
+        protocol.sendData(frame.payloadHybi, sync=True)  # the first goes now, the second waits
+    assert len(protocol.send_queue) == 1
+    session.send({"type": "note", "n": 2})
+    received = [await dashboard.next_message() for _ in range(3)]
+    assert [m["n"] for m in received] == [0, 1, 2]
+    assert len(protocol.send_queue) == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_close_after_open_records_how_it_closed(server: RunningServer) -> None:
+    """Closing sets the flags again on the instance; the client gets the code."""
+    dashboard = await server.dashboard()
+    protocol = _protocol(server)
+    protocol.close_with(1008, "token revoked")
+    code, _reason = await dashboard.closed
+    assert code == 1008
+    assert protocol.closedByMe is True
+    assert protocol.state == WebSocketProtocol.STATE_CLOSED
