@@ -61,6 +61,10 @@ class Hub:
         self._leaving: dict[str, tuple[IDelayedCall, str]] = {}
         self.timers = QuestionTimers(clock, self._run_server_work)
         self._accepting = True
+        # The last dashboard snapshot, encoded, and what it depends on (see _dashboard_snapshot).
+        self._snapshot_key: tuple[Any, ...] | None = None
+        self._snapshot_seq = 0
+        self._snapshot_json = b""
 
     def now(self) -> str:
         return format_rfc3339(self.clock.seconds())
@@ -137,8 +141,8 @@ class Hub:
         if session.is_agent:
             self._open_agent(session)
         else:
-            snapshot = self.store.snapshot(self._agent_names())
-            session.send(self._welcome(session, snapshot))
+            seq, snapshot_json = self._dashboard_snapshot()
+            session.send_encoded(self._dashboard_welcome(session, seq, snapshot_json))
             self._dashboards.add(session)
         self.log.info(
             "{name} connected as {role} ({connection})",
@@ -151,7 +155,7 @@ class Hub:
     def _open_agent(self, session: Session) -> None:
         name = session.identity.name
         head = self.store.head()
-        session.send(self._welcome(session, None))
+        session.send(self._welcome(session, head))
         deliver_pending(self, session, self.store.pending_answers(name), head)
         connections = self._agents.setdefault(name, set())
         first = not connections
@@ -214,19 +218,46 @@ class Hub:
                 )
                 session.peer.close(CLOSE_POLICY, "token revoked")
 
-    def _welcome(self, session: Session, snapshot: Snapshot | None) -> dict[str, Any]:
+    def _dashboard_snapshot(self) -> tuple[int, bytes]:
+        """The seq and the encoded ``snapshot`` of a dashboard's ``welcome``, read and encoded
+        once for every dashboard that connects while nothing changed.
+
+        What a snapshot shows changes only with a stored message (each takes the next seq), with
+        the trimming of history (closed questions are listed while their closing is kept), with
+        a new store epoch, with the tokens file's agent names (agents never seen are listed
+        offline) and, for online agents, with the current second (their ``last_seen`` is now):
+        all of them are the cache's key. Reading and encoding the snapshot per connection was
+        about a tenth of a handshake's CPU time with 10,000 dashboards connecting.
+        """
+        names = tuple(self._agent_names())
+        store = self.store
+        key = (store.head(), store.oldest(), store.epoch, self.now(), names)
+        if key != self._snapshot_key:
+            snapshot = store.snapshot(names)
+            self._snapshot_seq = snapshot.seq
+            self._snapshot_json = protocol.encode(self._snapshot_payload(snapshot))
+            self._snapshot_key = key
+        return self._snapshot_seq, self._snapshot_json
+
+    def _dashboard_welcome(self, session: Session, seq: int, snapshot_json: bytes) -> bytes:
+        """A dashboard's ``welcome``: the bytes of the welcome with ``"snapshot"`` added as the
+        payload's last field, with the snapshot's encoding spliced in."""
+        welcome = protocol.encode(self._welcome(session, seq))
+        assert welcome.endswith(b"}}")
+        return welcome[:-2] + b',"snapshot":' + snapshot_json + b"}}"
+
+    def _welcome(self, session: Session, seq: int) -> dict[str, Any]:
+        """A ``welcome`` without a snapshot (an agent's; a dashboard's gets it spliced in)."""
         payload: dict[str, Any] = {
             "name": session.identity.name,
             "role": session.identity.role,
             "connection": session.connection_id,
             "server": f"vibews/{__version__}",
             "protocol": protocol.PROTOCOL_VERSION,
-            "seq": self.store.head() if snapshot is None else snapshot.seq,
+            "seq": seq,
             "heartbeat": self.settings.heartbeat,
             "epoch": self.store.epoch,
         }
-        if snapshot is not None:
-            payload["snapshot"] = self._snapshot_payload(snapshot)
         return {"type": "welcome", "payload": payload}
 
     def _snapshot_payload(self, snapshot: Snapshot) -> dict[str, Any]:
