@@ -4,12 +4,15 @@ connection, issue 9): it must still behave exactly as before, through Autobahn's
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest_twisted
 from autobahn.websocket.protocol import WebSocketProtocol
+from twisted.internet.task import deferLater
 
 from vibews.server import VibeServerProtocol
-from vibews.testing import RunningServer
+from vibews.testing import RunningServer, start_server
 
 
 def _protocol(server: RunningServer) -> VibeServerProtocol:
@@ -62,3 +65,38 @@ async def test_a_close_after_open_records_how_it_closed(server: RunningServer) -
     assert code == 1008
     assert protocol.closedByMe is True
     assert protocol.state == WebSocketProtocol.STATE_CLOSED
+
+
+async def _until(condition: Callable[[], bool], what: str, timeout: float = 15) -> None:
+    """Poll ``condition`` every 50 ms until it holds, failing after ``timeout`` seconds."""
+    from twisted.internet import reactor
+
+    deadline = reactor.seconds() + timeout
+    while not condition():
+        assert reactor.seconds() < deadline, f"timed out waiting for {what}"
+        await deferLater(reactor, 0.05)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_keepalive_sweep_pings_and_a_client_that_answers_stays(
+    tmp_path: Path,
+) -> None:
+    """With a 1 s interval the sweep pings the dashboard, Autobahn's client answers, and two
+    answered pings later the connection is still registered; once it closes the sweep forgets it
+    and leaves no timer of its own."""
+    server = await start_server(tmp_path / "data", ping_interval=1.0, ping_timeout=1.0)
+    try:
+        dashboard = await server.dashboard()
+        protocol = _protocol(server)
+        peer = protocol._peer
+        assert peer is not None
+        keepalive = protocol.factory.keepalive
+        first_due = peer.ping_at
+        await _until(lambda: peer.ping_at >= first_due + 2, "two answered pings")
+        assert any(s.peer is peer for s in server.service.hub.sessions.values())
+        dashboard.disconnect()
+        await dashboard.wait_closed()
+        await _until(lambda: peer not in keepalive._connections, "the sweep to forget it")
+        assert keepalive._call is None
+    finally:
+        await server.stop()
