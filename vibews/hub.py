@@ -26,9 +26,10 @@ from vibews.protocol import DataMessage, Refusal, Resume
 from vibews.question_timers import QuestionTimers
 from vibews.replay import deliver_pending, replay
 from vibews.session import Session
-from vibews.store import IStore, Snapshot, StoredMessage, StoreUnavailable
+from vibews.store import IStore, StoredMessage, StoreUnavailable
 from vibews.timestamps import format_rfc3339
 from vibews.tokens import Identity
+from vibews.welcome import SnapshotCache
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
@@ -61,10 +62,7 @@ class Hub:
         self._leaving: dict[str, tuple[IDelayedCall, str]] = {}
         self.timers = QuestionTimers(clock, self._run_server_work)
         self._accepting = True
-        # The last dashboard snapshot, encoded, and what it depends on (see _dashboard_snapshot).
-        self._snapshot_key: tuple[Any, ...] | None = None
-        self._snapshot_seq = 0
-        self._snapshot_json = b""
+        self._snapshots = SnapshotCache(store, agent_names, self.now)
 
     def now(self) -> str:
         return format_rfc3339(self.clock.seconds())
@@ -141,7 +139,7 @@ class Hub:
         if session.is_agent:
             self._open_agent(session)
         else:
-            seq, snapshot_json = self._dashboard_snapshot()
+            seq, snapshot_json = self._snapshots.current()
             session.send_encoded(self._dashboard_welcome(session, seq, snapshot_json))
             self._dashboards.add(session)
         self.log.info(
@@ -218,27 +216,6 @@ class Hub:
                 )
                 session.peer.close(CLOSE_POLICY, "token revoked")
 
-    def _dashboard_snapshot(self) -> tuple[int, bytes]:
-        """The seq and the encoded ``snapshot`` of a dashboard's ``welcome``, read and encoded
-        once for every dashboard that connects while nothing changed.
-
-        What a snapshot shows changes only with a stored message (each takes the next seq), with
-        the trimming of history (closed questions are listed while their closing is kept), with
-        a new store epoch, with the tokens file's agent names (agents never seen are listed
-        offline) and, for online agents, with the current second (their ``last_seen`` is now):
-        all of them are the cache's key. Reading and encoding the snapshot per connection was
-        about a tenth of a handshake's CPU time with 10,000 dashboards connecting.
-        """
-        names = tuple(self._agent_names())
-        store = self.store
-        key = (store.head(), store.oldest(), store.epoch, self.now(), names)
-        if key != self._snapshot_key:
-            snapshot = store.snapshot(names)
-            self._snapshot_seq = snapshot.seq
-            self._snapshot_json = protocol.encode(self._snapshot_payload(snapshot))
-            self._snapshot_key = key
-        return self._snapshot_seq, self._snapshot_json
-
     def _dashboard_welcome(self, session: Session, seq: int, snapshot_json: bytes) -> bytes:
         """A dashboard's ``welcome``: the bytes of the welcome with ``"snapshot"`` added as the
         payload's last field, with the snapshot's encoding spliced in."""
@@ -259,18 +236,6 @@ class Hub:
             "epoch": self.store.epoch,
         }
         return {"type": "welcome", "payload": payload}
-
-    def _snapshot_payload(self, snapshot: Snapshot) -> dict[str, Any]:
-        now = self.now()
-        agents = {
-            name: {
-                "online": record.online,
-                "status": record.status,
-                "last_seen": now if record.online else record.last_seen,
-            }
-            for name, record in sorted(snapshot.agents.items())
-        }
-        return {"agents": agents, "questions": snapshot.questions, "tasks": dict(snapshot.tasks)}
 
     # -- messages -----------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """A dashboard's ``welcome`` snapshot is read and encoded once while nothing changes (handshake
 cost, issue 9): every welcome must still be exactly what encoding the state of that moment gives,
-and any change (a stored message, the clock's second for online agents, the tokens' agent
+and any change (a stored message, the present moment for online agents, the tokens' agent
 names) must show in the next welcome."""
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from vibews.peer import HubSettings, Outgoing
 from vibews.session import Session
 from vibews.store.sqlite import SQLiteStore
 from vibews.tokens import Identity
+from vibews.welcome import snapshot_payload
 
 
 class _Peer:
@@ -74,7 +75,7 @@ class _World:
                 "seq": snapshot.seq,
                 "heartbeat": self.hub.settings.heartbeat,
                 "epoch": self.store.epoch,
-                "snapshot": self.hub._snapshot_payload(snapshot),
+                "snapshot": snapshot_payload(snapshot, self.hub.now()),
             },
         }
         assert peer.sent[0] == protocol.encode(expected)
@@ -126,3 +127,25 @@ def test_a_new_agent_name_shows_without_a_new_seq(tmp_path: Path) -> None:
     _, after = world.welcome()
     assert after["payload"]["seq"] == before["payload"]["seq"]
     assert sorted(after["payload"]["snapshot"]["agents"]) == ["agent", "newcomer"]
+
+
+def test_a_mix_of_online_and_offline_agents_encodes_byte_for_byte(tmp_path: Path) -> None:
+    """Online agents between offline ones, a non-ASCII nested status, to the millisecond: each
+    welcome is exactly the encoding of the whole state (``welcome()`` compares the bytes)."""
+    world = _World(tmp_path)
+    world.names[:] = ["a", "b", "c", "d"]
+    b, _ = world.connect("b", "agent")
+    world.connect("d", "agent")
+    b.receive(
+        '{"type":"agent_status","id":"s","payload":{"state":"été ☃","detail":"x\\ny"}}'.encode()
+    )
+    world.clock.advance(0)
+    _, first = world.welcome()
+    world.clock.advance(0.001)
+    _, second = world.welcome()
+    agents = second["payload"]["snapshot"]["agents"]
+    assert list(agents) == ["a", "b", "c", "d"]
+    assert agents["b"]["status"] == {"state": "été ☃", "detail": "x\ny"}
+    assert [agents[n]["online"] for n in "abcd"] == [False, True, False, True]
+    assert agents["b"]["last_seen"] != first["payload"]["snapshot"]["agents"]["b"]["last_seen"]
+    assert agents["b"]["last_seen"] == agents["d"]["last_seen"] == world.hub.now()
