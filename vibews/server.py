@@ -511,10 +511,13 @@ class VibeServerProtocol(WebSocketServerProtocol):
 
 
 def _install_usual_values() -> None:
-    """The class attributes behind :meth:`VibeServerProtocol._compact`. Only names that no base
-    class defines: a default that a base class already has (``connected`` = 0) must not change."""
+    """The class attributes behind :meth:`VibeServerProtocol._compact`. Only for names that no
+    base class defines: a default a base class already has (``connected`` = 0 on Twisted's
+    ``Protocol``) must not change, so such a name (should a later Autobahn define one) is left
+    out of the compaction instead."""
+    for name in [name for name in _USUAL_VALUES if hasattr(WebSocketServerProtocol, name)]:
+        del _USUAL_VALUES[name]
     for name, usual in _USUAL_VALUES.items():
-        assert not hasattr(WebSocketServerProtocol, name), name
         setattr(VibeServerProtocol, name, usual)
 
 

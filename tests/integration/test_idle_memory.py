@@ -100,3 +100,16 @@ async def test_the_keepalive_sweep_pings_and_a_client_that_answers_stays(
         assert keepalive._call is None
     finally:
         await server.stop()
+
+
+def test_no_usual_value_hides_a_base_class_attribute() -> None:
+    """Every value the compaction relies on is a class attribute of vibews' protocol only:
+    Autobahn's and Twisted's classes define none of those names."""
+    from autobahn.twisted.websocket import WebSocketServerProtocol
+
+    from vibews.server import _USUAL_VALUES
+
+    assert len(_USUAL_VALUES) > 30
+    for name, usual in _USUAL_VALUES.items():
+        assert not hasattr(WebSocketServerProtocol, name), name
+        assert VibeServerProtocol.__dict__[name] is usual
