@@ -9,7 +9,6 @@ from twisted.python import usage
 
 from vibews.config import Config
 from vibews.fdlimit import raise_open_files_limit
-from vibews.gctuning import tune_garbage_collector
 from vibews.service import StartupError, build_service
 
 
@@ -194,7 +193,6 @@ def makeService(options: Options) -> IService:
     from twisted.internet import reactor
 
     raise_open_files_limit(options.config.max_connections)
-    tune_garbage_collector()
     try:
         service: IService = build_service(options.config, reactor)
     except StartupError as error:
