@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from vibews.tokens import Identity, TokenTable, digest_secret
+from vibews.tokens import Identity, TokenTable
 
 SUBPROTOCOL = "vibews.v1"
 TOKEN_SUBPROTOCOL_PREFIX = "vibews.token."  # noqa: S105 (a prefix, not a secret)
@@ -151,8 +151,9 @@ class Gate:
         secret = _presented_secret(request)
         if secret is None:
             raise Denied(401, "missing token")
-        identity = self._tokens().lookup(secret)
-        if identity is None:
+        found = self._tokens().authenticate(secret)
+        if found is None:
             raise Denied(401, "invalid token")
+        identity, digest = found
         subprotocol = SUBPROTOCOL if SUBPROTOCOL in request.protocols else None
-        return Admission(identity, digest_secret(secret), subprotocol)
+        return Admission(identity, digest, subprotocol)

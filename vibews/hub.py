@@ -26,9 +26,10 @@ from vibews.protocol import DataMessage, Refusal, Resume
 from vibews.question_timers import QuestionTimers
 from vibews.replay import deliver_pending, replay
 from vibews.session import Session
-from vibews.store import IStore, Snapshot, StoredMessage, StoreUnavailable
+from vibews.store import IStore, StoredMessage, StoreUnavailable
 from vibews.timestamps import format_rfc3339
 from vibews.tokens import Identity
+from vibews.welcome import SnapshotCache
 
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
@@ -61,6 +62,7 @@ class Hub:
         self._leaving: dict[str, tuple[IDelayedCall, str]] = {}
         self.timers = QuestionTimers(clock, self._run_server_work)
         self._accepting = True
+        self._snapshots = SnapshotCache(store, agent_names, self.now)
 
     def now(self) -> str:
         return format_rfc3339(self.clock.seconds())
@@ -98,7 +100,7 @@ class Hub:
         sessions = list(self.sessions.values())
         for session in sessions:
             session.peer.close(CLOSE_GOING_AWAY, "server shutting down")
-        waiting = DeferredList([s.closed_deferred for s in sessions])
+        waiting = DeferredList([s.when_closed() for s in sessions])
         timer = self.clock.callLater(self.settings.shutdown_grace, self._abort_all)
         waiting.addBoth(lambda result: timer.cancel() if timer.active() else None)
         waiting.addCallback(lambda _: self._store_departures(departures))
@@ -137,8 +139,8 @@ class Hub:
         if session.is_agent:
             self._open_agent(session)
         else:
-            snapshot = self.store.snapshot(self._agent_names())
-            session.send(self._welcome(session, snapshot))
+            seq, snapshot_json = self._snapshots.current()
+            session.send_encoded(self._dashboard_welcome(session, seq, snapshot_json))
             self._dashboards.add(session)
         self.log.info(
             "{name} connected as {role} ({connection})",
@@ -151,7 +153,7 @@ class Hub:
     def _open_agent(self, session: Session) -> None:
         name = session.identity.name
         head = self.store.head()
-        session.send(self._welcome(session, None))
+        session.send(self._welcome(session, head))
         deliver_pending(self, session, self.store.pending_answers(name), head)
         connections = self._agents.setdefault(name, set())
         first = not connections
@@ -214,32 +216,26 @@ class Hub:
                 )
                 session.peer.close(CLOSE_POLICY, "token revoked")
 
-    def _welcome(self, session: Session, snapshot: Snapshot | None) -> dict[str, Any]:
+    def _dashboard_welcome(self, session: Session, seq: int, snapshot_json: bytes) -> bytes:
+        """A dashboard's ``welcome``: the bytes of the welcome with ``"snapshot"`` added as the
+        payload's last field, with the snapshot's encoding spliced in."""
+        welcome = protocol.encode(self._welcome(session, seq))
+        assert welcome.endswith(b"}}")
+        return welcome[:-2] + b',"snapshot":' + snapshot_json + b"}}"
+
+    def _welcome(self, session: Session, seq: int) -> dict[str, Any]:
+        """A ``welcome`` without a snapshot (an agent's; a dashboard's gets it spliced in)."""
         payload: dict[str, Any] = {
             "name": session.identity.name,
             "role": session.identity.role,
             "connection": session.connection_id,
             "server": f"vibews/{__version__}",
             "protocol": protocol.PROTOCOL_VERSION,
-            "seq": self.store.head() if snapshot is None else snapshot.seq,
+            "seq": seq,
             "heartbeat": self.settings.heartbeat,
             "epoch": self.store.epoch,
         }
-        if snapshot is not None:
-            payload["snapshot"] = self._snapshot_payload(snapshot)
         return {"type": "welcome", "payload": payload}
-
-    def _snapshot_payload(self, snapshot: Snapshot) -> dict[str, Any]:
-        now = self.now()
-        agents = {
-            name: {
-                "online": record.online,
-                "status": record.status,
-                "last_seen": now if record.online else record.last_seen,
-            }
-            for name, record in sorted(snapshot.agents.items())
-        }
-        return {"agents": agents, "questions": snapshot.questions, "tasks": dict(snapshot.tasks)}
 
     # -- messages -----------------------------------------------------------------------------
 
@@ -281,7 +277,7 @@ class Hub:
         if accepted.claimed is not None:
             question_id, until = accepted.claimed
             self.timers.hold_claim(question_id, session.connection_id, until)
-            session.claims.add(question_id)
+            session.add_claim(question_id)
             if not session.open:  # the claimer left before its claim was stored
                 self.timers.lapse(question_id, session.connection_id)
 
@@ -336,27 +332,26 @@ class Hub:
                     session.peer.send(out)
                     sent += 1
                     if message.type in PENDING_TYPES:
-                        session.delivered.add(message.seq)
+                        session.mark_delivered(message.seq)
         self.observer.delivered(sent)
 
     def acknowledge(self, session: Session, seq: int) -> None:
         """An agent's ``ack`` clears the answers up to ``seq`` that this connection was sent; the
         first ack of each answer sends every dashboard a ``receipt``."""
-        acked = {s for s in session.delivered if s <= seq}
+        acked = session.take_delivered(seq)
         if not acked:
             return
-        session.delivered -= acked
         work = lifecycle.delivered_work(session.identity.name, acked, self.clock.seconds())
         try:
             d = self.store.transact(work)
         except StoreUnavailable:
-            session.delivered |= acked  # still pending; a later ack may clear them
+            session.restore_delivered(acked)  # still pending; a later ack may clear them
             return
         d.addCallbacks(self._deliver_all, self._restore_delivered, errbackArgs=(session, acked))
 
     def _restore_delivered(self, failure: Failure, session: Session, acked: set[int]) -> None:
         """The clear was not stored: the answers stay pending, so a later ack may clear them."""
-        session.delivered |= acked
+        session.restore_delivered(acked)
         if not failure.check(StoreUnavailable):
             self._log_failure(failure, "ack")
 

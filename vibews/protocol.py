@@ -362,6 +362,12 @@ def encode(message: Mapping[str, Any]) -> bytes:
     return _ENCODER.encode(message).encode()
 
 
+def encode_value(value: Any) -> bytes:
+    """:func:`encode` for any JSON value: a part of a message encoded on its own (the encoding
+    of a whole message is the concatenation of its parts' encodings)."""
+    return _ENCODER.encode(value).encode()
+
+
 def relayed(
     message_type: str,
     message_id: str,

@@ -8,6 +8,8 @@ from collections import deque
 class TokenBucket:
     """``rate`` messages a second sustained, ``burst`` at once; a rate of 0 means no limit."""
 
+    __slots__ = ("_burst", "_rate", "_stamp", "_tokens")  # one per connection
+
     def __init__(self, rate: float, burst: int, now: float) -> None:
         self._rate = rate
         self._burst = float(max(burst, 1))
@@ -33,6 +35,8 @@ class RefusalWindow:
     first refusal: most connections never have one, and an empty deque costs 760 bytes, which
     over 10,000 idle connections is 7 MiB.
     """
+
+    __slots__ = ("_limit", "_stamps", "_window")  # one per connection
 
     def __init__(self, limit: int, window: float) -> None:
         self._limit = limit

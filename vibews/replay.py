@@ -72,7 +72,7 @@ def _pending_done(hub: Hub, session: Session) -> None:
 def _send(session: Session, message: StoredMessage) -> None:
     session.peer.send(Outgoing(message.data))
     if session.is_agent and message.type in PENDING_TYPES:
-        session.delivered.add(message.seq)
+        session.mark_delivered(message.seq)
 
 
 def _wait_writable(session: Session, resume: Callable[[], None]) -> bool:

@@ -77,6 +77,11 @@ class TokenTable:
     _by_digest: Mapping[str, tuple[str, Identity]] = attrs.field(
         factory=dict, converter=_index, hash=False
     )
+    # names() by role, computed once: the table never changes, and the hub asks on every
+    # dashboard handshake (its welcome lists agents never seen).
+    _names: dict[Role | None, tuple[str, ...]] = attrs.field(
+        factory=dict, init=False, eq=False, hash=False, repr=False
+    )
 
     def lookup(self, secret: str) -> Identity | None:
         """The identity a presented secret authenticates, or None.
@@ -88,9 +93,20 @@ class TokenTable:
         match against the stored digest without an early exit. Malformed secrets are refused first,
         even when their digest is listed, so only well-formed tokens ever authenticate.
         """
+        found = self.authenticate(secret)
+        return None if found is None else found[0]
+
+    def authenticate(self, secret: str) -> tuple[Identity, str] | None:
+        """:meth:`lookup`, also returning the table's own copy of the secret's digest, which a
+        connection keeps (one shared string per token rather than one per connection)."""
         if not is_valid_secret(secret):
             return None
-        return self.identity_for_digest(digest_secret(secret))
+        digest = digest_secret(secret)
+        entry = self._by_digest.get(digest)
+        if entry is None:
+            return None
+        stored, identity = entry
+        return (identity, stored) if hmac.compare_digest(stored, digest) else None
 
     def identity_for_digest(self, digest: str) -> Identity | None:
         """Who a digest belongs to now: a reload re-checks connections without keeping secrets."""
@@ -101,8 +117,12 @@ class TokenTable:
         return identity if hmac.compare_digest(stored, digest.lower()) else None
 
     def names(self, role: Role | None = None) -> list[str]:
-        identities = (identity for _, identity in self._by_digest.values())
-        return sorted({i.name for i in identities if role is None or i.role == role})
+        cached = self._names.get(role)
+        if cached is None:
+            identities = (identity for _, identity in self._by_digest.values())
+            cached = tuple(sorted({i.name for i in identities if role is None or i.role == role}))
+            self._names[role] = cached
+        return list(cached)
 
     def __len__(self) -> int:
         return len(self._by_digest)

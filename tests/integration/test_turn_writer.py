@@ -3,8 +3,15 @@ nothing queued may be lost or reordered by that, least of all behind a close fra
 
 from __future__ import annotations
 
-import pytest_twisted
+import socket
 
+import pytest
+import pytest_twisted
+from twisted.internet import tcp
+from twisted.internet.protocol import Protocol
+from twisted.internet.testing import MemoryReactor, StringTransport
+
+from vibews.server import write_now
 from vibews.testing import RunningServer
 
 
@@ -35,3 +42,76 @@ async def test_many_frames_in_one_turn_arrive_whole_and_in_order(server: Running
     received = [await dashboard.next_message() for _ in range(200)]
     assert [m["n"] for m in received] == list(range(200))
     assert all(m["padding"] == padding for m in received)
+
+
+def _connection() -> tuple[tcp.Connection, socket.socket, MemoryReactor]:
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    theirs.setblocking(False)
+    reactor = MemoryReactor()
+    connection = tcp.Connection(ours, Protocol(), reactor)
+    connection.connected = 1
+    return connection, theirs, reactor
+
+
+def _receive_all(connection: tcp.Connection, theirs: socket.socket, size: int) -> bytes:
+    """What the peer reads, letting the connection send what it buffered (as the reactor would
+    when the socket is writable)."""
+    received = b""
+    while len(received) < size:
+        connection.doWrite()
+        try:
+            received += theirs.recv(1 << 20)
+        except BlockingIOError:
+            pass
+    return received
+
+
+def test_write_now_sends_at_once_when_nothing_is_buffered() -> None:
+    """No buffering and no registration with the reactor: the bytes are on the socket."""
+    connection, theirs, reactor = _connection()
+    write_now(connection, b"frame")
+    assert theirs.recv(100) == b"frame"
+    assert connection not in reactor.getWriters()
+    assert connection._tempDataLen == 0
+
+
+def test_write_now_queues_behind_bytes_already_buffered() -> None:
+    """Something Autobahn wrote (a pong, a close frame) and not sent yet goes out first."""
+    connection, theirs, reactor = _connection()
+    connection.write(b"pong;")
+    write_now(connection, b"frame")
+    with pytest.raises(BlockingIOError):
+        theirs.recv(100)  # nothing jumped the queue
+    assert connection in reactor.getWriters()
+    assert _receive_all(connection, theirs, 10) == b"pong;frame"
+
+
+def test_write_now_buffers_what_the_kernel_does_not_take_in_order() -> None:
+    """A frame larger than the socket buffer: the kernel takes a part, Twisted buffers the rest
+    (so its pause of the producer, which detects slow readers, still sees it)."""
+    connection, theirs, reactor = _connection()
+    connection.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    data = bytes(range(256)) * 4096  # 1 MiB
+    write_now(connection, data)
+    assert 0 < connection._tempDataLen < len(data)
+    assert connection in reactor.getWriters()
+    write_now(connection, b"next")
+    assert _receive_all(connection, theirs, len(data) + 4) == data + b"next"
+
+
+def test_write_now_leaves_a_closing_connection_to_twisted() -> None:
+    """After loseConnection nothing is sent directly (Twisted decides what still goes out)."""
+    connection, theirs, _reactor = _connection()
+    connection.disconnecting = True
+    write_now(connection, b"late")
+    with pytest.raises(BlockingIOError):
+        theirs.recv(100)
+    assert connection._tempDataLen == 4
+
+
+def test_write_now_uses_write_on_other_transports() -> None:
+    """TLS and test transports take their own ``write``."""
+    transport = StringTransport()
+    write_now(transport, b"frame")
+    assert transport.value() == b"frame"

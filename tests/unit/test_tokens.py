@@ -528,3 +528,32 @@ def test_created_files_are_0600_whatever_the_umask(tmp_path: Path) -> None:
     assert mode(tmp_path / "e" / "tokens") == 0o600
     assert mode(tmp_path / "d") == 0o700
     assert mode(tmp_path / "e") == 0o700
+
+
+def test_authenticate_returns_the_identity_and_one_shared_digest_per_token() -> None:
+    """Every connection with the same token keeps the same digest string (memory per idle
+    connection); a wrong or malformed secret authenticates nothing."""
+    secret = generate_secret()
+    table = parse_tokens(f"claude agent sha256:{digest_secret(secret)}\n")
+    first = table.authenticate(secret)
+    second = table.authenticate(secret)
+    assert first is not None and second is not None
+    assert first == (Identity("claude", "agent"), digest_secret(secret))
+    assert first[1] is second[1]
+    assert table.authenticate(generate_secret()) is None
+    assert table.authenticate("short") is None
+
+
+def test_names_are_a_fresh_list_each_time() -> None:
+    """names() is computed once per role, but a caller changing its list changes nothing."""
+    table = parse_tokens(
+        f"b agent sha256:{digest_secret(generate_secret())}\n"
+        f"a agent sha256:{digest_secret(generate_secret())}\n"
+        f"d dashboard sha256:{digest_secret(generate_secret())}\n"
+    )
+    names = table.names("agent")
+    assert names == ["a", "b"]
+    names.append("x")
+    assert table.names("agent") == ["a", "b"]
+    assert table.names() == ["a", "b", "d"]
+    assert table.names("dashboard") == ["d"]
