@@ -18,21 +18,22 @@ from twisted.internet import tcp
 
 def write_now(transport: Any, data: bytes) -> None:
     """``transport.write(data)``, sending what the socket takes right away when the transport
-    holds nothing unsent (only then is the order of bytes kept)."""
+    holds nothing unsent (only then is the order of bytes kept). Only a plain TCP connection
+    qualifies (TLS and test transports take the usual path). Reads Twisted's buffer attributes,
+    which ``FileDescriptor`` has kept since 2011."""
     if (
-        type(transport) is tcp.Server  # plain TCP: TLS and other transports keep their own path
+        isinstance(transport, tcp.Connection)
+        and not transport.TLS
         and transport.connected
         and not transport.disconnecting
-        and not transport._writeDisconnected
-        and not transport._tempDataBuffer
-        and len(transport.dataBuffer) == transport.offset
+        and not transport._writeDisconnecting
+        and not transport._tempDataLen
+        and transport.offset == len(transport.dataBuffer)
     ):
         try:
-            sent = transport.socket.send(data)
+            sent = transport.socket.send(memoryview(data)[: transport.SEND_LIMIT])
         except OSError:
-            # Full (EAGAIN) or broken (EPIPE, ECONNRESET): the transport's own write finds out
-            # which, and loses the connection in the usual way if it is broken.
-            sent = 0
+            sent = 0  # EAGAIN, or an error that Twisted's own send will meet and report
         if sent == len(data):
             return
         data = data[sent:]

@@ -13,7 +13,6 @@ import attrs
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
-from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ISSLTransport
 from twisted.logger import Logger
@@ -201,38 +200,6 @@ class _WebSocketPeer:
 
     def stopProducing(self) -> None:
         self._waiters = None
-
-
-def write_now(transport: Any, data: bytes) -> None:
-    """``transport.write(data)``, but sent at once when the transport has nothing buffered.
-
-    Twisted's TCP transport never sends in ``write``: it buffers, registers the socket with epoll
-    (``epoll_ctl``), sends when the reactor reports it writable, and unregisters it (``epoll_ctl``
-    again). For one frame to each of 10,000 idle connections that bookkeeping and the 10,000
-    writable events were about 40% of a broadcast's time in the profile, as much as the sends.
-    When nothing is buffered, sending now puts the bytes on the wire in the same order Twisted
-    would; whatever the kernel does not take (or an error) goes through ``transport.write``, so
-    buffering, the producer's pause (slow readers) and the reporting of a lost connection stay
-    Twisted's. Only a plain TCP connection qualifies (TLS and test transports take the usual
-    path). Reads Twisted's buffer attributes, which ``FileDescriptor`` has kept since 2011.
-    """
-    if (
-        isinstance(transport, tcp.Connection)
-        and not transport.TLS
-        and transport.connected
-        and not transport.disconnecting
-        and not transport._writeDisconnecting
-        and not transport._tempDataLen
-        and transport.offset == len(transport.dataBuffer)
-    ):
-        try:
-            sent = transport.socket.send(memoryview(data)[: transport.SEND_LIMIT])
-        except OSError:
-            sent = 0  # EAGAIN, or an error that Twisted's own send will meet and report
-        if sent == len(data):
-            return
-        data = data[sent:]
-    transport.write(data)
 
 
 class TurnWriter:

@@ -11,7 +11,7 @@ from twisted.internet import tcp
 from twisted.internet.protocol import Protocol
 from twisted.internet.testing import MemoryReactor, StringTransport
 
-from vibews.server import write_now
+from vibews.directwrite import write_now
 from vibews.testing import RunningServer
 
 
