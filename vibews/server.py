@@ -13,6 +13,7 @@ import attrs
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket import protocol as autobahn_protocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime, ISSLTransport
 from twisted.logger import Logger
@@ -102,7 +103,7 @@ class _WebSocketPeer:
         else:
             # Not Autobahn's sendData: it formats a debug log line (unused) on every call, which
             # cost a quarter of the fan-out's time in the profile.
-            protocol.transport.write(data)
+            _write_now(protocol.transport, data)
 
     def reserve(self, size: int) -> bool:
         """Account for ``size`` bytes about to be queued; False (and the 1013 close) when the
@@ -163,6 +164,35 @@ class _WebSocketPeer:
 
     def stopProducing(self) -> None:
         self._waiters.clear()
+
+
+def _write_now(transport: Any, data: bytes) -> None:
+    """Write ``data`` to a plain TCP connection, sending it at once when nothing is buffered.
+
+    Twisted's ``transport.write`` only buffers: it asks epoll to report the socket writable
+    (``epoll_ctl``), and the ``send`` happens one reactor poll later, followed by another
+    ``epoll_ctl`` to stop watching. In the latency scenario that put every ack and relay one poll
+    behind its commit, and cost two ``epoll_ctl`` per connection per turn (16,140 of them against
+    80 for 4,000 messages, ``strace -c``). When the transport holds nothing, the same
+    ``writeSomeData`` that Twisted's ``doWrite`` would call runs now; what the socket does not
+    take (or everything, on an error, which the reactor then handles as usual) goes to
+    ``transport.write``, behind nothing, so order is kept. TLS connections, and anything but
+    Twisted's own TCP server connection, always take ``transport.write``.
+    """
+    if (
+        type(transport) is tcp.Server
+        and not transport.TLS
+        and transport.connected
+        and not transport.disconnecting
+        and len(transport.dataBuffer) == transport.offset
+        and not transport._tempDataLen
+    ):
+        sent = transport.writeSomeData(data)
+        if isinstance(sent, int) and sent >= 0:
+            if sent < len(data):
+                transport.write(data[sent:])
+            return
+    transport.write(data)
 
 
 class TurnWriter:
