@@ -16,6 +16,7 @@ from twisted.application import strports
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
+from twisted.internet.interfaces import IReactorThreads
 from twisted.logger import Logger
 
 from vibews.auth import Gate
@@ -25,7 +26,7 @@ from vibews.hub import Hub, HubSettings
 from vibews.metrics import Metrics, MetricsResource
 from vibews.server import ConnectionSettings, VibeServerFactory
 from vibews.store.redis import RedisAddress, RedisStore
-from vibews.store.sqlite import SQLiteStore, StoreLocked
+from vibews.store.sqlite import SQLiteStore, StoreLocked, reactor_threads
 from vibews.tokens import TokensFileError, TokenTable, create_initial_tokens, load_tokens
 from vibews.tokenwatch import TokenWatcher
 from vibews.web import RootResource, make_site
@@ -216,6 +217,9 @@ def build_service(config: Config, reactor: Any, listen: bool = True) -> VibewsSe
                 durability=config.durability,
                 history=config.history,
                 on_commit=metrics.committed,
+                # Commits (their fsync) and WAL checkpoints off the reactor thread: see
+                # vibews/store/sqlite.py. A reactor without threads commits synchronously.
+                in_thread=reactor_threads(reactor) if IReactorThreads.providedBy(reactor) else None,
             )
         except StoreLocked as error:
             raise StartupError(str(error)) from None

@@ -320,6 +320,7 @@ async def test_field(arena: Arena, case: Case) -> None:
     message = _build(case, message_id)
     role = case.value if case.field == "role" else ROLE[case.type]
     client = await _client(arena, role)
+    await arena.server.settled()  # the new client's presence may still be committing
     head = arena.server.service.store.head()
     client.send_json(message)
     reply = await client.next_of("error" if case.code != "ack" else "ack")
@@ -332,6 +333,7 @@ async def test_field(arena: Arena, case: Case) -> None:
         if case.code == "invalid_message":
             named = case.field if case.field != "role" else case.type
             assert named in reply["payload"]["message"], reply
+        await arena.server.settled()
         assert arena.server.service.store.head() == head, "a refused message was stored"
     # The connection is still fine: a good message from the same connection is answered.
     if role == "agent":

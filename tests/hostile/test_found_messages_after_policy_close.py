@@ -30,6 +30,7 @@ async def test_nothing_is_stored_after_a_policy_close(tmp_path: Path) -> None:
         ]
         raw.send(b"".join(frame(TEXT, payload) for payload in burst))
         assert await raw.wait_lost() == 1008
+        await server.settled()  # a commit still in flight would be missed by the read
         stored = server.service.store.read(0, None, 1000)
         assert [m.seq for m in stored if m.type == "agent_status"] == []
         await assert_still_serving(server)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest_twisted
+from twisted.internet import reactor
+from twisted.internet.task import deferLater
 
 from vibews.testing import RunningServer
 
@@ -58,6 +61,11 @@ async def test_welcome_fields(server: RunningServer) -> None:
     assert isinstance(payload["connection"], str) and payload["connection"]
     assert isinstance(payload["epoch"], str) and payload["epoch"]
     assert "snapshot" not in payload
+    # The agent's presence takes the next seq; its commit may still be in flight in the store's
+    # worker thread, and a welcome names the newest committed seq: wait for it.
+    deadline = time.monotonic() + 10
+    while server.service.store.head() < payload["seq"] + 1 and time.monotonic() < deadline:
+        await deferLater(reactor, 0.01, lambda: None)
     dashboard = await server.dashboard()
     assert dashboard.welcome["payload"]["seq"] == payload["seq"] + 1  # the agent's presence
     assert dashboard.selected_protocol == "vibews.v1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest_twisted
 from twisted.internet import reactor
@@ -60,6 +61,25 @@ async def _run_first_server_until_sigkill(
     return secrets, receipt["seq"], deadline
 
 
+async def _dashboard_after_restart(port: int, secret: str) -> tuple[Any, dict[str, Any]]:
+    """A dashboard and its welcome, taken after the restart's catch-up was stored. A connection can
+    be accepted while that commit is still in flight (the store commits in a worker thread): its
+    welcome then shows the state before the catch-up, and the expiry follows it, relayed with a
+    newer seq. Then a second dashboard's welcome must show it."""
+    dashboard = await connect(port, secret)
+    welcome = await dashboard.next_message()
+    questions = {q["id"]: q for q in welcome["payload"]["snapshot"]["questions"]}
+    if questions["q-exp"]["state"] != "open":
+        return dashboard, welcome
+    while True:
+        message = await dashboard.next_message()
+        if message["type"] == "question_closed" and message["payload"]["question_id"] == "q-exp":
+            assert message["seq"] > welcome["payload"]["seq"]
+            break
+    dashboard = await connect(port, secret)
+    return dashboard, await dashboard.next_message()
+
+
 @pytest_twisted.ensureDeferred
 async def test_deadline_passed_while_down_expires_at_start_and_receipts_survive(
     tmp_path: Path,
@@ -81,8 +101,7 @@ async def test_deadline_passed_while_down_expires_at_start_and_receipts_survive(
     second = TwistdProcess(["--port", "0", "--data", str(data)], tmp_path)
     try:
         port = await second.started()
-        dashboard = await connect(port, secrets["dashboard"])
-        welcome = await dashboard.next_message()
+        dashboard, welcome = await _dashboard_after_restart(port, secrets["dashboard"])
         questions = {q["id"]: q for q in welcome["payload"]["snapshot"]["questions"]}
         assert questions["q-exp"]["state"] == "expired"
         assert questions["q-claim"]["state"] == "open" and questions["q-claim"]["claim"] is None

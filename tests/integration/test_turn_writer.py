@@ -4,6 +4,7 @@ nothing queued may be lost or reordered by that, least of all behind a close fra
 from __future__ import annotations
 
 import socket
+from typing import Any
 
 import pytest
 import pytest_twisted
@@ -115,3 +116,54 @@ def test_write_now_uses_write_on_other_transports() -> None:
     transport = StringTransport()
     write_now(transport, b"frame")
     assert transport.value() == b"frame"
+
+
+def _buffered(transport: Any) -> int:
+    """Bytes Twisted's transport holds that the socket has not taken yet."""
+    return int(len(transport.dataBuffer) - transport.offset + transport._tempDataLen)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_flush_with_nothing_buffered_sends_at_once(server: RunningServer) -> None:
+    """With nothing waiting in the transport, a flush hands its bytes to the socket in the same
+    call: nothing is left in Twisted's buffer and the socket is not watched for writability."""
+    from twisted.internet import reactor
+
+    dashboard = await server.dashboard()
+    session = next(s for s in server.service.hub.sessions.values() if not s.is_agent)
+    transport = session.peer._protocol.transport  # type: ignore[attr-defined]
+    assert _buffered(transport) == 0
+    session.send({"type": "note", "n": 1})
+    session.peer.flush()  # type: ignore[attr-defined]
+    assert _buffered(transport) == 0
+    assert transport not in reactor.getWriters()
+    assert (await dashboard.next_message())["n"] == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_the_socket_does_not_take_is_buffered_and_arrives_in_order(
+    server: RunningServer,
+) -> None:
+    """A client that stops reading fills the socket: the rest of a flush, and every flush after
+    it, waits in Twisted's buffer behind it; once the client reads again everything arrives whole
+    and in order."""
+    dashboard = await server.dashboard()
+    session = next(s for s in server.service.hub.sessions.values() if not s.is_agent)
+    peer: Any = session.peer
+    transport = peer._protocol.transport
+    dashboard.pause_reading()
+    padding = "x" * 16_000
+    sent = 0
+    while _buffered(transport) == 0 and sent < 4000:  # at most 64 MB: some socket fills first
+        session.send({"type": "note", "n": sent, "padding": padding})
+        peer.flush()
+        sent += 1
+    assert _buffered(transport) > 0, "the socket never filled"
+    for _ in range(2):  # behind the buffered bytes, under the 64 KiB that pause the producer
+        session.send({"type": "note", "n": sent, "padding": padding})
+        peer.flush()
+        sent += 1
+    dashboard.resume_reading()
+    received = [await dashboard.next_message() for _ in range(sent)]
+    assert [m["n"] for m in received] == list(range(sent))
+    assert all(m["padding"] == padding for m in received)

@@ -106,6 +106,12 @@ async def test_sigkill_right_after_acks_loses_nothing(tmp_path: Path) -> None:
         snapshot = welcome["payload"]["snapshot"]
         assert snapshot["agents"]["agent"]["status"] == {"state": "state-299"}
         assert [q["id"] for q in snapshot["questions"]] == ["q"]
+        if snapshot["agents"]["agent"]["online"]:
+            # Welcomed while the restart's catch-up (the agent goes offline) was still being
+            # committed in the store's worker thread: it follows, relayed, before the resume.
+            presence = await dashboard.next_message()
+            assert presence["type"] == "presence" and presence["payload"]["online"] is False
+            assert presence["seq"] == welcome["payload"]["seq"] + 1
         replayed, resumed = await dashboard.resume(0)
         seqs = [m["seq"] for m in replayed]
         assert seqs == list(range(1, len(seqs) + 1)), "seq has a gap"

@@ -1,5 +1,6 @@
 """The store contract, run against every store behind :class:`~vibews.store.IStore`: the embedded
-SQLite file and the shared Redis (a real redis-server on a free port). The hub's rules rely on
+SQLite file (committing on the reactor thread, and in the reactor's worker threads as the server
+runs it) and the shared Redis (a real redis-server on a free port). The hub's rules rely on
 exactly these properties, so the two stores cannot drift apart."""
 
 from __future__ import annotations
@@ -15,11 +16,12 @@ from twisted.internet.defer import Deferred, DeferredList
 from vibews.protocol import CONFLICT, Refusal
 from vibews.store import IStoreTransaction, StoredMessage, StoreUnavailable
 from vibews.store.redis import RedisStore
-from vibews.store.sqlite import SQLiteStore
+from vibews.store.sqlite import SQLiteStore, reactor_threads
 from vibews.testing_cluster import RedisProcess, redis_server_binary
 
 KINDS = [
     "sqlite",
+    "sqlite-threads",
     pytest.param(
         "redis",
         marks=pytest.mark.skipif(redis_server_binary() is None, reason="no redis-server"),
@@ -55,9 +57,17 @@ async def open_store(request: Any, tmp_path: Path) -> AsyncIterator[Callable[...
 
     async def open_one(history: int = 100_000) -> Any:
         store: Any
-        if redis is None:
+        if request.param == "sqlite":
             store = SQLiteStore(tmp_path / "store.sqlite3", reactor, history=history)
+        elif request.param == "sqlite-threads":
+            store = SQLiteStore(
+                tmp_path / "store.sqlite3",
+                reactor,
+                history=history,
+                in_thread=reactor_threads(reactor),
+            )
         else:
+            assert redis is not None
             store = RedisStore(redis.url, reactor, history=history)
             await store.open()
         opened.append(store)
