@@ -440,10 +440,25 @@ static void on_readable(conn *c) {
     }
 }
 
-static void poll_once(int timeout_ms) {
+static void poll_once_us(int64_t timeout_us);
+static void poll_once(int timeout_ms) { poll_once_us((int64_t)timeout_ms * 1000); }
+
+/* Wait for events at most timeout_us microseconds. epoll_pwait2 (Linux 5.11) takes a timespec:
+ * with epoll_wait's milliseconds an open-loop send could leave up to 1 ms after its scheduled
+ * time, and since latencies count from the scheduled time, that delay would be charged to every
+ * hub under test. */
+static void poll_once_us(int64_t timeout_us) {
     static struct epoll_event evs[1024];
+    static int no_pwait2;
     flush_dirty();
-    int n = epoll_wait(ep, evs, 1024, timeout_ms);
+    if (timeout_us < 0) timeout_us = 0;
+    int n;
+    if (!no_pwait2) {
+        struct timespec ts = {.tv_sec = timeout_us / 1000000, .tv_nsec = (timeout_us % 1000000) * 1000};
+        n = epoll_pwait2(ep, evs, 1024, &ts, NULL);
+        if (n < 0 && errno == ENOSYS) no_pwait2 = 1;
+    }
+    if (no_pwait2) n = epoll_wait(ep, evs, 1024, (int)((timeout_us + 999) / 1000));
     if (n < 0 && errno != EINTR) die("epoll_wait: %s", strerror(errno));
     for (int i = 0; i < n; i++) {
         conn *c = evs[i].data.ptr;
@@ -629,7 +644,22 @@ static int run_fanout(void) {
             }
         }
         uint64_t seen = deliveries;
-        poll_once(opt_rate > 0 ? 1 : 100);
+        if (opt_rate > 0) {
+            /* Sleep until the next scheduled send, no longer (nor past 100 ms). */
+            uint64_t next_due = UINT64_MAX;
+            for (int a = 0; a < opt_agents; a++) {
+                conn *c = &conns[opt_dashboards + a];
+                if (c->next_k < c->end_k) {
+                    uint64_t due = t0 + (uint64_t)(per_agent_us * (c->next_k - c->first_k));
+                    if (due < next_due) next_due = due;
+                }
+            }
+            uint64_t now = now_us();
+            int64_t wait = next_due == UINT64_MAX ? 100000 : (int64_t)(next_due - now);
+            poll_once_us(next_due != UINT64_MAX && next_due <= now ? 0 : (wait > 100000 ? 100000 : wait));
+        } else {
+            poll_once(100);
+        }
         check_deadline("acks and deliveries");
         /* Everything acked and nothing arriving for a while: something was lost; say what. */
         if (deliveries != seen) last_progress = now_us();
