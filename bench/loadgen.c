@@ -11,7 +11,9 @@
  *
  * Modes:
  *   fanout  A agents send N agent_status each, W unacked in flight per agent (or at --rate msg/s in
- *           total, open loop, latencies measured from the scheduled send time); D dashboards.
+ *           total, open loop, latencies measured from the scheduled send time; the agents' sends
+ *           are due at the same instants, a burst of A messages, unless --spread 1 offsets
+ *           agent a by a/A of the interval); D dashboards.
  *   idle    D dashboards connect (--concurrency handshakes in flight), hold --hold seconds, then
  *           one agent sends N broadcasts one after the other; each must reach every dashboard.
  *   resume  one dashboard asks for the last --expect stored messages and checks them.
@@ -73,6 +75,7 @@ static int opt_ports[MAX_PORTS], n_ports;
 static int opt_port, opt_agents = 1, opt_dashboards = 1, opt_window = 64, opt_concurrency = 256;
 static long opt_messages = 1000, opt_expect = 0;
 static double opt_rate = 0, opt_timeout = 60, opt_hold = 0;
+static int opt_spread = 0; /* --spread 1: agent a's sends are offset by a/A of the interval */
 static char **agent_tokens, **dash_tokens;
 static int n_agent_tokens, n_dash_tokens;
 
@@ -634,7 +637,7 @@ static int run_fanout(void) {
             conn *c = &conns[opt_dashboards + a];
             if (opt_rate > 0) {
                 while (c->next_k < c->end_k) {
-                    uint64_t due = t0 + (uint64_t)(per_agent_us * (c->next_k - c->first_k));
+                    uint64_t due = t0 + (uint64_t)(per_agent_us * (c->next_k - c->first_k)) + (opt_spread ? (uint64_t)(per_agent_us * a / opt_agents) : 0);
                     if (due > t) break;
                     send_agent_message(c, c->next_k++, due);
                 }
@@ -650,7 +653,7 @@ static int run_fanout(void) {
             for (int a = 0; a < opt_agents; a++) {
                 conn *c = &conns[opt_dashboards + a];
                 if (c->next_k < c->end_k) {
-                    uint64_t due = t0 + (uint64_t)(per_agent_us * (c->next_k - c->first_k));
+                    uint64_t due = t0 + (uint64_t)(per_agent_us * (c->next_k - c->first_k)) + (opt_spread ? (uint64_t)(per_agent_us * a / opt_agents) : 0);
                     if (due < next_due) next_due = due;
                 }
             }
@@ -774,6 +777,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(a, "--messages")) opt_messages = atol(v);
         else if (!strcmp(a, "--window")) opt_window = atoi(v);
         else if (!strcmp(a, "--rate")) opt_rate = atof(v);
+        else if (!strcmp(a, "--spread")) opt_spread = atoi(v);
         else if (!strcmp(a, "--concurrency")) opt_concurrency = atoi(v);
         else if (!strcmp(a, "--hold")) opt_hold = atof(v);
         else if (!strcmp(a, "--expect")) opt_expect = atol(v);
