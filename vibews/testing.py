@@ -30,12 +30,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.internet import endpoints, ssl
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.python.failure import Failure
 
 from vibews.config import Config
+from vibews.peer import Outgoing
 from vibews.service import VibewsService, build_service
 from vibews.tokens import add_token
 
@@ -608,3 +609,26 @@ class TwistdProcess:
         if not self._watcher.ended.called:
             self.signal(signal.SIGKILL)
             await self.ended()
+
+
+class RecordingPeer:
+    """A hub peer without a connection, for unit tests of the hub and its sessions: it records the
+    frames it is sent, never pauses, and closing it does nothing."""
+
+    def __init__(self) -> None:
+        self.sent: list[bytes] = []
+
+    def send(self, message: Outgoing) -> None:
+        self.sent.append(message.data)
+
+    def close(self, code: int, reason: str) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def is_paused(self) -> bool:
+        return False
+
+    def when_writable(self) -> Deferred[None]:
+        return succeed(None)

@@ -5,38 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from vibews.hub import Hub
-from vibews.peer import HubSettings, Outgoing
+from vibews.peer import HubSettings
 from vibews.session import Session
 from vibews.store.sqlite import SQLiteStore
+from vibews.testing import RecordingPeer
 from vibews.tokens import Identity
-
-
-class _Peer:
-    def send(self, message: Outgoing) -> None:
-        pass
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def is_paused(self) -> bool:
-        return False
-
-    def when_writable(self) -> Deferred[None]:
-        return succeed(None)
 
 
 def _session(tmp_path: Path, role: str = "agent") -> Session:
     clock = Clock()
     store = SQLiteStore(tmp_path / "store.sqlite3", clock, durability="process")
     hub = Hub(store, clock, HubSettings(rate=0, presence_grace=0))
-    return hub.open_session(_Peer(), Identity("a", role), digest="d")  # type: ignore[arg-type]
+    return hub.open_session(RecordingPeer(), Identity("a", role), digest="d")  # type: ignore[arg-type]
 
 
 def test_delivered_seqs_are_taken_up_to_the_acked_seq_and_can_be_restored(tmp_path: Path) -> None:

@@ -9,36 +9,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 
 from vibews import __version__, protocol
 from vibews.hub import Hub
-from vibews.peer import HubSettings, Outgoing
+from vibews.peer import HubSettings
 from vibews.session import Session
 from vibews.store.sqlite import SQLiteStore
+from vibews.testing import RecordingPeer
 from vibews.tokens import Identity
 from vibews.welcome import snapshot_payload
-
-
-class _Peer:
-    def __init__(self) -> None:
-        self.sent: list[bytes] = []
-
-    def send(self, message: Outgoing) -> None:
-        self.sent.append(message.data)
-
-    def close(self, code: int, reason: str) -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-    def is_paused(self) -> bool:
-        return False
-
-    def when_writable(self) -> Deferred[None]:
-        return succeed(None)
 
 
 class _World:
@@ -54,8 +34,8 @@ class _World:
             agent_names=lambda: list(self.names),
         )
 
-    def connect(self, name: str, role: str) -> tuple[Session, _Peer]:
-        peer = _Peer()
+    def connect(self, name: str, role: str) -> tuple[Session, RecordingPeer]:
+        peer = RecordingPeer()
         session = self.hub.open_session(peer, Identity(name, role), digest=f"d-{name}")  # type: ignore[arg-type]
         self.clock.advance(0)  # the store's batch (presence) commits
         return session, peer
