@@ -265,7 +265,7 @@ class Hub:
 
     def _stored(self, accepted: handlers.Accepted, session: Session, received: float) -> None:
         session.send_encoded(
-            protocol.encode_ack(accepted.message_id, accepted.seq, accepted.duplicate)
+            protocol.encode_ack(accepted.message_id, accepted.seq, accepted.duplicate), reply=True
         )
         self.observer.acked(self.clock.seconds() - received)
         for message in accepted.deliveries:

@@ -17,10 +17,12 @@ PENDING_TYPES = frozenset({"answer", "question_closed"})
 class Outgoing:
     """One encoded message, shared by all its recipients: the adapter caches its whole
     WebSocket frame in ``prepared`` on first send, so a message is framed once however many
-    receive it."""
+    receive it. ``reply`` marks the answer to the recipient's own message (its ack or error):
+    the client is waiting on it, so the adapter writes it before frames that only inform."""
 
     data: bytes
     prepared: bytes | None = None
+    reply: bool = False
 
 
 class Peer(Protocol):

@@ -30,6 +30,9 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN_LATER = 1013
 
+# A peer's place in the TurnWriter: not scheduled, among the rest, or among the first.
+_IDLE, _LATER, _FIRST = 0, 1, 2
+
 # What Twisted's TCP transport buffers before it pauses its producer: while paused, at least this
 # much is already waiting.
 TRANSPORT_BUFFER = 2**16
@@ -78,7 +81,7 @@ class _WebSocketPeer:
         # Frames queued for the next flush; None when there are none.
         self._pending: list[bytes] | None = None
         self._pending_bytes = 0
-        self._scheduled = False
+        self._scheduled = _IDLE
         # The keep-alive sweep's state for this connection (vibews.keepalive).
         self.ping_at = 0.0
         self.pong_by = 0.0
@@ -108,14 +111,18 @@ class _WebSocketPeer:
             # Hand a large backlog over now, so the transport's pause (which paces replays and
             # detects slow readers) sees it this turn.
             self.flush()
-        elif not self._scheduled:
-            self._scheduled = True
+        elif message.reply:
+            if self._scheduled != _FIRST:
+                self._scheduled = _FIRST
+                protocol.factory.turn_writer.schedule_first(self)
+        elif self._scheduled == _IDLE:
+            self._scheduled = _LATER
             protocol.factory.turn_writer.schedule(self)
 
     def flush(self) -> None:
         """Write every frame queued since the last flush in one ``transport.write``: one call
         into the transport (and one syscall) per connection per reactor turn, not per frame."""
-        self._scheduled = False
+        self._scheduled = _IDLE
         pending, self._pending = self._pending, None
         if not pending:
             return
@@ -205,10 +212,16 @@ class _WebSocketPeer:
 class TurnWriter:
     """Flushes every connection that was sent frames during this reactor turn, once, at the
     start of the next turn: a message fanned out to many connections, or many messages committed
-    together, cost one ``transport.write`` per connection instead of one per frame."""
+    together, cost one ``transport.write`` per connection instead of one per frame.
+
+    Connections with a reply (an ack or error) go first: their clients wait on it, while the
+    relays to everyone else only inform. When ten agents' messages are committed together, the
+    last agent's ack then leaves before the ten dashboards' writes instead of among them. Each
+    connection still gets its own frames in the order they were sent."""
 
     def __init__(self, reactor: IReactorTime) -> None:
         self._reactor = reactor
+        self._first: list[_WebSocketPeer] = []
         self._dirty: list[_WebSocketPeer] = []
         self._call: IDelayedCall | None = None
 
@@ -217,9 +230,19 @@ class TurnWriter:
         if self._call is None:
             self._call = self._reactor.callLater(0, self._flush)
 
+    def schedule_first(self, peer: _WebSocketPeer) -> None:
+        """Like :meth:`schedule`, ahead of the rest. A peer already scheduled among the rest is
+        flushed here; its later turn in the rest finds nothing left to write."""
+        self._first.append(peer)
+        if self._call is None:
+            self._call = self._reactor.callLater(0, self._flush)
+
     def _flush(self) -> None:
         self._call = None
+        first, self._first = self._first, []
         dirty, self._dirty = self._dirty, []
+        for peer in first:
+            peer.flush()
         for peer in dirty:
             peer.flush()
 

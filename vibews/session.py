@@ -161,13 +161,15 @@ class Session:
     def send(self, frame: dict[str, Any]) -> None:
         self.send_encoded(protocol.encode(frame))
 
-    def send_encoded(self, data: bytes) -> None:
+    def send_encoded(self, data: bytes, reply: bool = False) -> None:
         if self.open:
-            self.peer.send(Outgoing(data))
+            self.peer.send(Outgoing(data, reply=reply))
 
     def refuse(self, refusal: Refusal) -> None:
         self.hub.observer.message_refused(refusal.code)
-        self.send(protocol.error(refusal.id, refusal.code, refusal.message))
+        self.send_encoded(
+            protocol.encode(protocol.error(refusal.id, refusal.code, refusal.message)), reply=True
+        )
         if self.open and self._refusals.add(self.hub.clock.seconds()):
             self.hub.log.info(
                 "closing {connection} ({name}): too many refused messages",

@@ -167,3 +167,63 @@ async def test_what_the_socket_does_not_take_is_buffered_and_arrives_in_order(
     received = [await dashboard.next_message() for _ in range(sent)]
     assert [m["n"] for m in received] == list(range(sent))
     assert all(m["padding"] == padding for m in received)
+
+
+def _record_writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, bytes]]:
+    """Every direct write of a flush, in order: (transport, bytes)."""
+    from vibews import server as server_module
+
+    writes: list[tuple[Any, bytes]] = []
+
+    def recording_write_now(transport: Any, data: bytes) -> None:
+        writes.append((transport, data))
+        write_now(transport, data)
+
+    monkeypatch.setattr(server_module, "write_now", recording_write_now)
+    return writes
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_ack_is_written_before_the_relays_of_its_turn(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The agent waits on its ack; the dashboards' copies only inform. In the turn after the
+    commit the agent's connection is written first, though the relays were queued with it."""
+    dashboards = [await server.dashboard() for _ in range(3)]
+    agent = await server.agent()
+    for dashboard in dashboards:
+        await dashboard.next_of("presence")
+    writes = _record_writes(monkeypatch)
+    ack = await agent.request(
+        {"type": "agent_status", "id": "s-1", "payload": {"state": "working"}}
+    )
+    assert ack["type"] == "ack"
+    for dashboard in dashboards:
+        assert (await dashboard.next_of("agent_status"))["seq"] == ack["seq"]
+    agent_session = next(s for s in server.service.hub.sessions.values() if s.is_agent)
+    agent_transport = agent_session.peer._protocol.transport  # type: ignore[attr-defined]
+    first_transport, first_bytes = writes[0]
+    assert first_transport is agent_transport
+    assert b'"type":"ack"' in first_bytes
+    assert len(writes) == 1 + len(dashboards)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reply_does_not_overtake_frames_queued_before_it_on_its_connection(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A connection with a reply is flushed ahead of the others with everything it was sent in
+    that turn, in the order sent: the reply never jumps the frames before it."""
+    first, second = await server.dashboard(), await server.dashboard()
+    sessions = [s for s in server.service.hub.sessions.values() if not s.is_agent]
+    writes = _record_writes(monkeypatch)
+    sessions[1].send({"type": "note", "n": 0})  # queued among the rest
+    sessions[0].send({"type": "note", "n": 1})  # queued among the rest ...
+    sessions[0].send_encoded(b'{"type":"ack","n":2}', reply=True)  # ... then made first
+    sessions[0].send({"type": "note", "n": 3})
+    clients = {id(sessions[0]): first, id(sessions[1]): second}
+    received = [await clients[id(sessions[0])].next_message() for _ in range(3)]
+    assert [m["n"] for m in received] == [1, 2, 3]
+    assert (await clients[id(sessions[1])].next_message())["n"] == 0
+    transports = [s.peer._protocol.transport for s in sessions]  # type: ignore[attr-defined]
+    assert [transport for transport, _ in writes] == transports
