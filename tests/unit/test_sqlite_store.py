@@ -89,6 +89,50 @@ def test_second_process_on_the_same_file_is_refused(store: Any, tmp_path: Path) 
         SQLiteStore(tmp_path / "store.sqlite3", Clock())
 
 
+def test_a_file_from_schema_2_loses_its_index_of_ids_and_keeps_its_duplicates(
+    tmp_path: Path, clock: Clock
+) -> None:
+    """Earlier versions kept the duplicate check's index in the file (``journal_dedup``), where
+    every message with a random id wrote a page of its own; it is dropped at start and the check
+    answers from the in-memory index rebuilt from the journal."""
+    import sqlite3
+
+    path = tmp_path / "store.sqlite3"
+    first = SQLiteStore(path, clock)
+    _results([first.transact(_append(message_id="m1"))])
+    clock.advance(0)
+    first.close()
+    old = sqlite3.connect(path)
+    old.execute(
+        "CREATE UNIQUE INDEX journal_dedup ON journal (sender, message_id)"
+        " WHERE message_id IS NOT NULL"
+    )
+    old.close()
+    second = SQLiteStore(path, clock)
+    found = _results([second.transact(lambda txn: txn.find_duplicate("a", "m1"))])
+    clock.advance(0)
+    assert found == [1]
+    second.close()
+    check = sqlite3.connect(path)
+    indexes = {
+        row[0] for row in check.execute("SELECT name FROM sqlite_master WHERE type = 'index'")
+    }
+    check.close()
+    assert "journal_dedup" not in indexes
+
+
+def test_a_message_stored_twice_by_mistake_fails_its_batch(store: Any, clock: Clock) -> None:
+    """The in-memory index is unique like the file's was: a second append of one (sender, id),
+    which the hub never attempts (it checks first), refuses the batch instead of storing both."""
+    first = _results([store.transact(_append(message_id="m1"))])
+    clock.advance(0)
+    assert first[0].seq == 1
+    again = _results([store.transact(_append(message_id="m1"))])
+    clock.advance(0)
+    assert isinstance(again[0], Failure) and again[0].check(StoreUnavailable)
+    assert store.head() == 1
+
+
 class HeldThreads:
     """An ``in_thread`` whose "worker thread" finishes only when the test says so: a commit can be
     observed while it is in flight. ``finish`` runs the function and fires its Deferred, as the

@@ -180,6 +180,61 @@ async def test_duplicates_and_questions_are_seen_inside_the_same_batch(open_stor
 
 
 @pytest_twisted.ensureDeferred
+async def test_duplicates_are_found_after_a_reopen(open_store: Any) -> None:
+    """The duplicate check covers every stored message, also those of an earlier run (the SQLite
+    store rebuilds its in-memory index of ids from the journal at start)."""
+    store = await open_store()
+    await _settle([store.transact(_append(sender=s, message_id=f"m{s}")) for s in "abc"])
+    await store.close()
+    again = await open_store()
+    found: list[int | None] = []
+
+    def look(txn: IStoreTransaction) -> None:
+        found.extend(txn.find_duplicate(s, f"m{s}") for s in "abcd")
+        found.append(txn.find_duplicate("b", "ma"))  # an id is a duplicate only for its sender
+
+    await again.transact(look)
+    assert found == [1, 2, 3, None, None]
+
+
+@pytest_twisted.ensureDeferred
+async def test_trimmed_messages_are_no_longer_duplicates(open_store: Any) -> None:
+    """Past --history the oldest messages leave the duplicate check with the journal, in this run
+    and after a reopen; the retained ones stay in it."""
+    store = await open_store(history=100)
+    for i in range(300):
+        await store.transact(_append(message_id=f"m{i}"))
+    oldest = store.oldest()
+    assert oldest > 1
+
+    def look(txn: IStoreTransaction) -> list[int | None]:
+        return [txn.find_duplicate("a", f"m{i}") for i in (0, oldest - 2, oldest - 1, 299)]
+
+    assert await store.transact(look) == [None, None, oldest, 300]
+    await store.close()
+    again = await open_store(history=100)
+    assert await again.transact(look) == [None, None, oldest, 300]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_refused_unit_leaves_its_id_unseen(open_store: Any) -> None:
+    """The id of a message whose unit was refused after its append is not a duplicate: a retry is
+    stored."""
+    store = await open_store()
+
+    def refused(txn: IStoreTransaction) -> None:
+        txn.append("agent_status", "a", "m1", None, lambda seq: {"seq": seq})
+        raise Refusal(CONFLICT, "no")
+
+    def look(txn: IStoreTransaction) -> int | None:
+        return txn.find_duplicate("a", "m1")
+
+    results = await _settle([store.transact(refused), store.transact(look)])
+    assert results[1] is None
+    assert (await store.transact(_append(message_id="m1"))).seq == 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_state_survives_a_reopen(open_store: Any) -> None:
     """Questions, claims, tasks, statuses and presence are committed state: a reopened store (or
     another node) shows them in its snapshot."""

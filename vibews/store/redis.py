@@ -52,7 +52,7 @@ from zope.interface import implementer
 
 from vibews.lifecycle import Accepted
 from vibews.store import IStoreTransaction, QuestionRecord, StoredMessage, StoreUnavailable
-from vibews.store.sqlite import _SCHEMA, SQLiteStore, _Transaction
+from vibews.store.sqlite import _SCHEMA, JOURNAL_DEDUP, SQLiteStore, _Transaction
 
 T = TypeVar("T")
 _log = Logger()
@@ -515,7 +515,7 @@ class RedisStore(SQLiteStore):
         self._history = history
         self._on_commit = on_commit
         self._db = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
-        self._db.executescript(_SCHEMA + _MIRROR_EXTRA)
+        self._db.executescript(_SCHEMA + JOURNAL_DEDUP + _MIRROR_EXTRA)
         self._head = 0
         self._oldest = 1
         self._queue: list[tuple[Callable[[IStoreTransaction], Any], Deferred[Any]]] = []
