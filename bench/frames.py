@@ -13,7 +13,6 @@ same with the fast path switched off, which is the code path vibews used before
 from __future__ import annotations
 
 import argparse
-import os
 import timeit
 from typing import Any
 
@@ -81,9 +80,7 @@ def main() -> None:
     parser.add_argument("--number", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    print(
-        f"{'payload':>8} {'frames/read':>11} {'autobahn us':>12} {'fast us':>8} {'ratio':>6}  (pid {os.getpid()})"
-    )
+    print(f"{'payload':>8} {'frames/read':>11} {'autobahn us':>12} {'fast us':>8} {'ratio':>6}")
     for size in [int(s) for s in args.sizes.split(",")]:
         for per_read in [int(n) for n in args.per_read.split(",")]:
             slow = per_frame(size, per_read, False, args.number, args.repeat)
