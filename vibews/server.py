@@ -18,7 +18,7 @@ from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTim
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from vibews import __version__
+from vibews import __version__, fastframes
 from vibews.auth import Admission, Denied, Gate, HandshakeRequest
 from vibews.directwrite import write_now
 from vibews.hub import Hub, Outgoing, Session
@@ -427,6 +427,50 @@ class VibeServerProtocol(WebSocketServerProtocol):
             if self._peer is not None:
                 self._peer.flush()  # what was sent before the close goes out before it
             self.sendCloseFrame(code=code, reasonUtf8=reason.encode()[:123], isReply=False)
+
+    def dataReceived(self, data: bytes) -> None:
+        """Complete, unfragmented, masked, valid text frames at the start of a read go straight to
+        :meth:`onMessage` (:mod:`vibews.fastframes`: Autobahn's frame machinery was a third of a
+        message's cost); the first byte that is not such a frame, and everything after it, go to
+        Autobahn, so its parser is the only judge of every unusual frame and of every close code.
+
+        Each message gets what Autobahn's path gives it here: the keep-alive's notice of traffic
+        (:meth:`onMessageFrameBegin`; one frame is one fragment, within any ``max_fragments`` of
+        at least 1) and Autobahn's traffic counters. A message may close the connection: the loop
+        stops there and Autobahn reads the rest in its closing state, as it would have."""
+        max_fragments = self.factory.settings.max_fragments
+        if max_fragments < 1 or not fastframes.parser_at_rest(self):
+            super().dataReceived(data)
+            return
+        limit = fastframes.payload_limit(self)
+        peer = self._peer
+        text_frame = fastframes.text_frame
+        start = messages = payload_bytes = 0
+        size = len(data)
+        while start < size:
+            frame = text_frame(data, start, limit)
+            if frame is None:
+                break
+            payload, start = frame
+            messages += 1
+            payload_bytes += len(payload)
+            if peer is not None:
+                self.factory.keepalive.traffic(peer)
+            self.onMessage(payload, False)
+            if self.state != WebSocketServerProtocol.STATE_OPEN:
+                break
+        if messages:
+            stats = self.trafficStats
+            # Autobahn counts a read's octets when the read starts on an open connection: the
+            # rest is counted below only if it still is.
+            open_now = self.state == WebSocketServerProtocol.STATE_OPEN
+            stats.incomingOctetsWireLevel += start if open_now else size
+            stats.incomingOctetsWebSocketLevel += payload_bytes
+            stats.incomingOctetsAppLevel += payload_bytes
+            stats.incomingWebSocketFrames += messages
+            stats.incomingWebSocketMessages += messages
+        if start < size:
+            super().dataReceived(data[start:] if start else data)
 
     def onMessageBegin(self, isBinary: bool) -> None:
         self._fragments = 0
