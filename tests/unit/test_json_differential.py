@@ -316,6 +316,7 @@ def test_deep_values_fall_back_to_the_stdlib_encoder() -> None:
     assert encode_value(value) == stdlib_encode(value)
 
 
+@MANY
 @given(st.text(), st.integers(min_value=0, max_value=2**70), st.booleans())
 def test_encode_ack_is_the_stdlib_encoding(message_id: str, seq: int, duplicate: bool) -> None:
     """The ack's bytes are exactly what the stdlib encoder wrote before orjson."""
