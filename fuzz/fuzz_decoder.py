@@ -14,6 +14,7 @@ message of each type to start from.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import atheris
 
@@ -24,7 +25,29 @@ with atheris.instrument_imports():
 PARSE_CODES = {protocol.INVALID_JSON, protocol.INVALID_MESSAGE, protocol.UNKNOWN_TYPE}
 
 
+def _outcome(parse: Callable[[bytes], object], data: bytes) -> object:
+    try:
+        return parse(data)
+    except Refusal as refusal:
+        return (refusal.code, refusal.message, refusal.id)
+
+
+def _typed(value: object) -> object:
+    """The value with every leaf's type (and a float's sign and bits) made part of equality."""
+    if isinstance(value, dict):
+        return [(key, _typed(item)) for key, item in value.items()]
+    if isinstance(value, list):
+        return [_typed(item) for item in value]
+    if isinstance(value, float):
+        return (float, value.hex())
+    return (type(value), value)
+
+
 def test_one_input(data: bytes) -> None:
+    new = _typed(_outcome(protocol.parse_object, data))
+    old = _typed(_outcome(protocol.stdlib_parse_object, data))
+    if new != old:
+        raise AssertionError(f"orjson and stdlib paths differ for {data!r}: {new!r} != {old!r}")
     try:
         envelope = protocol.decode(data)
         message = protocol.validate(envelope)

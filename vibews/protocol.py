@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 import attrs
+import orjson
 
 from vibews.schema import SchemaRefused, check_schema
 from vibews.timestamps import is_rfc3339
@@ -163,8 +164,43 @@ _DECODER: Final = json.JSONDecoder(parse_constant=_reject_constant, parse_float=
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
+# orjson turns an integer literal beyond 64 bits into a float instead of refusing it; such a
+# literal has at least 19 digits in a row (2**63 has 19). One translation of the frame makes every
+# digit a 0 and every [ a {, so that a count of "{" is the frame's brackets (more than MAX_DEPTH
+# may be too deep) and a search for 19 zeros finds such a literal: both send the frame to the
+# stdlib path, which keeps the integer exact (a long digit run in a string does too: only
+# slower, never different). Measured against a regular expression: 0.3 µs, not 1.8, per frame.
+_SCREEN: Final = bytes.maketrans(b"123456789[", b"000000000{")
+_LONG_DIGIT_RUN: Final = b"0" * 19
+
+
 def parse_object(frame: bytes) -> dict[str, Any]:
-    """Strict JSON to a dict, or a :class:`Refusal` (``invalid_json`` / ``invalid_message``)."""
+    """Strict JSON to a dict, or a :class:`Refusal` (``invalid_json`` / ``invalid_message``).
+
+    orjson parses first (about 3x faster than the stdlib decoder on a status message). It refuses
+    everything the contract calls invalid JSON (NaN, Infinity, numbers that overflow to infinity,
+    lone surrogate escapes, a BOM, invalid UTF-8, control characters) and returns the values the
+    stdlib decoder would; where it refuses, or where it would differ (integers beyond 64 bits,
+    nesting beyond MAX_DEPTH, which it allows up to 1024), :func:`stdlib_parse_object` decides,
+    so every refusal keeps its code and message. tests/unit/test_json_differential.py holds the
+    two to the same answer.
+    """
+    screened = frame.translate(_SCREEN)
+    if screened.count(b"{") <= MAX_DEPTH and _LONG_DIGIT_RUN not in screened:
+        try:
+            value = orjson.loads(frame)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            if isinstance(value, dict):
+                return value
+            raise Refusal(INVALID_MESSAGE, "a message must be a JSON object")
+    return stdlib_parse_object(frame)
+
+
+def stdlib_parse_object(frame: bytes) -> dict[str, Any]:
+    """:func:`parse_object` with the stdlib decoder alone: the reference for orjson's answers,
+    and the path for whatever orjson refuses (it words every refusal)."""
     try:
         text = frame.decode("utf-8")
     except UnicodeDecodeError:
@@ -357,14 +393,42 @@ def validate(envelope: Envelope) -> ClientMessage:
 # --- What the server sends ---------------------------------------------------------------------
 
 
+# Subclasses of str/int/dict/list, dataclasses and datetimes are not orjson's to write: the stdlib
+# encoder decides them (it writes the first, refuses the others), as before orjson.
+_ORJSON_OPTIONS: Final = (
+    orjson.OPT_PASSTHROUGH_SUBCLASS
+    | orjson.OPT_PASSTHROUGH_DATACLASS
+    | orjson.OPT_PASSTHROUGH_DATETIME
+)
+
+
 def encode(message: Mapping[str, Any]) -> bytes:
     """Compact UTF-8 JSON. Strings here were checked for lone surrogates on the way in."""
-    return _ENCODER.encode(message).encode()
+    return encode_value(message)
 
 
 def encode_value(value: Any) -> bytes:
     """:func:`encode` for any JSON value: a part of a message encoded on its own (the encoding
-    of a whole message is the concatenation of its parts' encodings)."""
+    of a whole message is the concatenation of its parts' encodings).
+
+    orjson writes it (about 5x faster than the stdlib encoder on a relayed status message), the
+    same bytes as the stdlib encoder except a float's exponent (``1e-7``, not ``1e-07``). What it
+    will not write (integers beyond 64 bits, keys that are not strings, nesting past 254) goes to
+    the stdlib encoder. orjson writes NaN and infinity as ``null``, which the stdlib encoder
+    refuses: output holding ``null`` is written again by the stdlib encoder, which refuses them
+    as before (``null`` is rare in what the server sends per message).
+    """
+    try:
+        data = orjson.dumps(value, option=_ORJSON_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return stdlib_encode(value)
+    if b"null" in data:
+        return stdlib_encode(value)
+    return data
+
+
+def stdlib_encode(value: Any) -> bytes:
+    """:func:`encode_value` with the stdlib encoder alone: the reference, and the fallback."""
     return _ENCODER.encode(value).encode()
 
 
@@ -394,11 +458,14 @@ def ack(message_id: str, seq: int, duplicate: bool = False) -> dict[str, Any]:
 
 
 def encode_ack(message_id: str, seq: int, duplicate: bool = False) -> bytes:
-    """``encode(ack(...))``, formatted directly: an ack is sent for every message, and the general
-    encoder's fixed cost per call was most of an ack's encoding time in the profile."""
-    duplicate_field = ',"duplicate":true' if duplicate else ""
-    text = f'{{"type":"ack","id":{_ENCODER.encode(message_id)},"seq":{seq:d}{duplicate_field}}}'
-    return text.encode()
+    """``encode(ack(...))`` without its ``null`` check (an ack holds no float and no null): an ack
+    is sent for every message. 0.19 µs per ack, against 0.30 µs formatting it with the stdlib
+    encoder writing the id (``timeit``)."""
+    frame = ack(message_id, seq, duplicate)
+    try:
+        return orjson.dumps(frame, option=_ORJSON_OPTIONS)
+    except TypeError:
+        return stdlib_encode(frame)
 
 
 def error(message_id: str | None, code: str, text: str) -> dict[str, Any]:
