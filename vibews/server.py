@@ -30,9 +30,8 @@ CLOSE_INTERNAL_ERROR = 1011
 CLOSE_MESSAGE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN_LATER = 1013
 
-# A peer's place in the TurnWriter: not scheduled; among the rest; among the first, its first
-# reply of the turn already written.
-_IDLE, _LATER, _REPLIED = 0, 1, 2
+# A peer's place in the TurnWriter: not scheduled, among the rest, or among the first.
+_IDLE, _LATER, _FIRST = 0, 1, 2
 
 # What Twisted's TCP transport buffers before it pauses its producer: while paused, at least this
 # much is already waiting.
@@ -127,12 +126,8 @@ class _WebSocketPeer:
             # detects slow readers) sees it this turn.
             self.flush()
         elif message.reply:
-            if self._scheduled != _REPLIED:
-                # The first reply of this turn leaves now, behind what was queued before it (the
-                # client waits on it; the rest of the batch's work need not come first). Later
-                # frames of the turn, replies too, are written together at the next turn.
-                self.flush()
-                self._scheduled = _REPLIED
+            if self._scheduled != _FIRST:
+                self._scheduled = _FIRST
                 protocol.factory.turn_writer.schedule_first(self)
         elif self._scheduled == _IDLE:
             self._scheduled = _LATER
@@ -233,14 +228,10 @@ class TurnWriter:
     start of the next turn: a message fanned out to many connections, or many messages committed
     together, cost one ``transport.write`` per connection instead of one per frame.
 
-    A reply (an ack or error) is not left for the next turn: its client waits on it, while the
-    relays to everyone else only inform. A connection's first reply of a turn is written at once,
-    with whatever was queued for it before (``_WebSocketPeer.send``), and the connection is then
-    flushed first at the next turn, for the rest of its frames. When ten agents' messages are
-    committed together, each ack leaves as its message's Deferred fires, before the relays of the
-    messages after it are even queued, and before the dashboards' writes. Each connection still
-    gets its own frames in the order they were sent; an agent with many messages in one batch
-    gets one write for its first ack and one for the rest."""
+    Connections with a reply (an ack or error) go first: their clients wait on it, while the
+    relays to everyone else only inform. When ten agents' messages are committed together, the
+    last agent's ack then leaves before the ten dashboards' writes instead of among them. Each
+    connection still gets its own frames in the order they were sent."""
 
     def __init__(self, reactor: IReactorTime) -> None:
         self._reactor = reactor
