@@ -347,15 +347,16 @@ class RunningServer:
 
     async def settled(self, timeout: float = DEFAULT_TIMEOUT) -> None:
         """Wait until the store has no commit in flight and nothing queued. The store commits in
-        a worker thread, so an immediate answer (a refusal, a policy close) can reach a client
-        before the commit of messages accepted just before it; reading the store after this sees
-        all of them."""
+        a worker thread (SQLite at FULL) or in Redis (a cluster node), so an immediate answer (a
+        refusal, a policy close) can reach a client before the commit of messages accepted just
+        before it; reading the store after this sees all of them."""
         from twisted.internet import reactor
         from twisted.internet.task import deferLater
 
         store: Any = self.service.store
         for _ in range(int(timeout / 0.01)):
-            if getattr(store, "_committing", None) is None and not store._queue:
+            in_flight = getattr(store, "_committing", None) or getattr(store, "_in_flight", None)
+            if in_flight is None and not store._queue:
                 return
             await deferLater(reactor, 0.01, lambda: None)
         raise AssertionError("the store did not settle")
