@@ -91,20 +91,29 @@ async def test_units_of_one_turn_get_consecutive_seqs(open_store: Any) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_refused_unit_is_undone_and_leaves_no_gap(open_store: Any) -> None:
-    """A unit that raises has its writes rolled back; the units around it commit with consecutive
-    seqs."""
+    """A unit that raises has its writes rolled back, its message id included (a retry is not a
+    duplicate); the units around it commit with consecutive seqs."""
     store = await open_store()
 
     def refuse(txn: IStoreTransaction) -> None:
         txn.append("question", "a", "q", None, lambda seq: {"seq": seq})
         raise Refusal(CONFLICT, "taken")
 
+    def look(txn: IStoreTransaction) -> int | None:
+        return txn.find_duplicate("a", "q")
+
     results = await _settle(
-        [store.transact(_append(message_id="1")), store.transact(refuse), store.transact(_append())]
+        [
+            store.transact(_append(message_id="1")),
+            store.transact(refuse),
+            store.transact(_append()),
+            store.transact(look),
+        ]
     )
     assert results[0].seq == 1
     assert results[1].check(Refusal)
     assert results[2].seq == 2
+    assert results[3] is None
     assert [m.seq for m in store.read(0, None, 10)] == [1, 2]
     assert store.head() == 2
 
@@ -214,24 +223,6 @@ async def test_trimmed_messages_are_no_longer_duplicates(open_store: Any) -> Non
     await store.close()
     again = await open_store(history=100)
     assert await again.transact(look) == [None, None, oldest, 300]
-
-
-@pytest_twisted.ensureDeferred
-async def test_a_refused_unit_leaves_its_id_unseen(open_store: Any) -> None:
-    """The id of a message whose unit was refused after its append is not a duplicate: a retry is
-    stored."""
-    store = await open_store()
-
-    def refused(txn: IStoreTransaction) -> None:
-        txn.append("agent_status", "a", "m1", None, lambda seq: {"seq": seq})
-        raise Refusal(CONFLICT, "no")
-
-    def look(txn: IStoreTransaction) -> int | None:
-        return txn.find_duplicate("a", "m1")
-
-    results = await _settle([store.transact(refused), store.transact(look)])
-    assert results[1] is None
-    assert (await store.transact(_append(message_id="m1"))).seq == 1
 
 
 @pytest_twisted.ensureDeferred
