@@ -301,8 +301,9 @@ def test_checkpoints_run_in_the_worker_not_in_the_commit(
     held.finish_commit()
     assert len(held.jobs) == 1 and held.commits() == []
     function, done = held.jobs.pop()
-    busy, frames, moved = function()[0]
+    function()
     done.callback(None)
+    busy, frames, moved = threaded._checkpointer.execute("PRAGMA wal_checkpoint").fetchone()
     assert busy == 0 and frames > 0 and moved == frames
     assert threaded._checkpointing is None
 
@@ -388,4 +389,52 @@ def test_process_durability_commits_on_the_reactor_thread_and_checkpoints_in_the
     assert held.commits() == [] and len(held.jobs) == 1
     held.finish(0)
     assert store._checkpointing is None
+    store.close()
+
+
+def _wal_frames(path: Path) -> int:
+    """How many frames the WAL holds (a passive checkpoint from a connection of the test's own)."""
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1])
+    finally:
+        db.close()
+
+
+def test_process_durability_restarts_the_wal_in_the_worker_after_a_checkpoint(
+    tmp_path: Path, clock: Clock, held: HeldThreads
+) -> None:
+    """After a checkpoint that took in the whole WAL, the worker commits once more, which starts
+    the WAL over (and syncs its new header) in the worker, not in the next batch's commit on the
+    reactor thread: the WAL then holds that one commit's pages, not the hundreds before."""
+    path = tmp_path / "process.sqlite3"
+    store = SQLiteStore(path, clock, durability="process", in_thread=held)
+    _results([store.transact(_append()) for _ in range(CHECKPOINT_ROWS)])
+    clock.advance(0)
+    assert _wal_frames(path) > 50
+    held.finish(0)
+    assert _wal_frames(path) <= 3
+    after = _results([store.transact(_append(message_id="after"))])
+    clock.advance(0)
+    assert after[0].seq == CHECKPOINT_ROWS + 1
+    store.close()
+    assert SQLiteStore(path, Clock()).head() == CHECKPOINT_ROWS + 1
+
+
+def test_a_batch_waits_for_the_workers_wal_restart_instead_of_blocking(
+    tmp_path: Path, clock: Clock, held: HeldThreads
+) -> None:
+    """While the worker holds the writer lock (its restart commit), the reactor thread does not
+    wait for SQLite's lock: the batch stays queued, and is committed when the worker is done."""
+    store = SQLiteStore(tmp_path / "process.sqlite3", clock, durability="process", in_thread=held)
+    lock = store._writer_lock
+    assert lock is not None and lock.acquire(blocking=False)  # the worker, mid-restart
+    results = _results([store.transact(_append(message_id="m1"))])
+    clock.advance(0)
+    assert results == [] and store.head() == 0
+    lock.release()
+    store._checkpoint_done(None)  # the worker's job returned
+    assert [r.seq for r in results] == [1]
     store.close()

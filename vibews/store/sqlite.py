@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Mapping
@@ -379,6 +380,8 @@ class SQLiteStore:
     _commit_in_thread = False
     _reader: sqlite3.Connection | None = None
     _closing = False
+    _restart_in_worker = False
+    _writer_lock: threading.Lock | None = None
     # Where the duplicate check looks (see _SEEN_SCHEMA); the Redis store's mirror keeps the
     # journal's own index.
     _keeps_seen = False
@@ -438,6 +441,11 @@ class SQLiteStore:
             # runs one inside its commit.
             self._db.execute("PRAGMA wal_autocheckpoint = 0")
             self._checkpointer = self._connect(synchronous)
+            # With the commit on the reactor thread, the worker also restarts the WAL after a
+            # checkpoint (see _checkpoint): the two writers take turns through this lock, which
+            # the reactor thread only ever tries, never waits for.
+            self._restart_in_worker = not self._commit_in_thread
+            self._writer_lock = threading.Lock()
 
     def _connect(self, synchronous: str) -> sqlite3.Connection:
         db = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -489,12 +497,16 @@ class SQLiteStore:
         self._flush_call = None
         if self._committing is not None:
             return  # the queue becomes the next batch once the commit in flight has returned
-        batch, self._queue = self._queue, []
-        if not batch:
+        if not self._queue:
             return
+        lock = self._writer_lock if self._restart_in_worker else None
+        if lock is not None and not lock.acquire(blocking=False):
+            return  # the worker is restarting the WAL; _checkpoint_done flushes the queue
+        batch, self._queue = self._queue, []
         head_before, oldest_before = self._head, self._oldest
         started = time.perf_counter()
         outcomes: list[Any] = []
+        failed: sqlite3.Error | None = None
         try:
             self._db.execute("BEGIN IMMEDIATE")
             txn = _Transaction(self)
@@ -504,7 +516,12 @@ class SQLiteStore:
             if not self._commit_in_thread or self._closing:
                 self._db.execute("COMMIT")
         except sqlite3.Error as error:
-            self._refuse(batch, head_before, oldest_before, error)
+            failed = error
+        finally:
+            if lock is not None:
+                lock.release()  # before any Deferred fires: a callback may flush again
+        if failed is not None:
+            self._refuse(batch, head_before, oldest_before, failed)
             return
         commit = _Commit(batch, outcomes, head_before, oldest_before, started)
         if not self._commit_in_thread or self._closing:
@@ -615,13 +632,39 @@ class SQLiteStore:
         if self._db.total_changes - self._rows_at_checkpoint < CHECKPOINT_ROWS:
             return
         self._rows_at_checkpoint = self._db.total_changes
-        checkpointer = self._checkpointer
-        d = self._in_thread(
-            lambda: checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
-        )
+        d = self._in_thread(self._checkpoint)
         self._checkpointing = d
         d.addErrback(self._checkpoint_failed)
         d.addBoth(self._checkpoint_done)
+
+    def _checkpoint(self) -> None:
+        """In the worker thread: a passive checkpoint, then, if it took in the whole WAL, the WAL's
+        restart. The first commit after a complete checkpoint starts the WAL over from its
+        beginning, and with ``synchronous=NORMAL`` SQLite syncs the new WAL header inside that
+        commit (without it, its source says, a power loss could corrupt the database). Left to
+        the next batch, that sync (0.3-1 ms here) stalled the reactor thread once per checkpoint;
+        a commit of one small row here does it in the worker instead, between batches. The
+        reactor thread never waits for it: while this holds the writer lock, the queue waits for
+        _checkpoint_done."""
+        checkpointer = self._checkpointer
+        assert checkpointer is not None
+        busy, wal_frames, copied = checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        if not self._restart_in_worker or busy or wal_frames <= 0 or copied != wal_frames:
+            return
+        assert self._writer_lock is not None
+        with self._writer_lock:
+            checkpointer.execute("BEGIN IMMEDIATE")
+            try:
+                # A row that really changes (SQLite writes no page for an unchanged one): the
+                # count of these restarts, which nothing else reads.
+                checkpointer.execute(
+                    "INSERT INTO meta (key, value) VALUES ('wal_restarts', '1') ON CONFLICT (key)"
+                    " DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+                )
+                checkpointer.execute("COMMIT")
+            except sqlite3.Error:
+                checkpointer.execute("ROLLBACK")
+                raise
 
     def _checkpoint_failed(self, failure: Failure) -> None:
         # Not fatal: the WAL grows until the next checkpoint succeeds.
@@ -629,6 +672,8 @@ class SQLiteStore:
 
     def _checkpoint_done(self, _: object) -> None:
         self._checkpointing = None
+        if self._restart_in_worker and self._queue and self._flush_call is None:
+            self._flush()  # it waited for the worker's writer lock
 
     def _run_one(self, work: Callable[[IStoreTransaction], Any], txn: _Transaction) -> Any:
         """One unit of work in a savepoint, so a refusal undoes its writes and nothing else."""
