@@ -54,7 +54,7 @@ def unmask(masked: bytes, key: bytes) -> bytes:
     )
 
 
-def text_frame(data: bytes, start: int, limit: int) -> tuple[bytes, int] | None:
+def read_text_frame(data: bytes, start: int, limit: int) -> tuple[bytes, int] | None:
     """The unmasked payload of the frame at ``data[start:]`` and the offset just after it, if that
     frame is complete, final, a text frame, masked, without reserved bits, with a minimally
     encoded length of at most ``limit`` (and below 64 KiB), and its payload is valid UTF-8.

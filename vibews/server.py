@@ -49,7 +49,7 @@ class ConnectionSettings:
     handshake_timeout: float = 10.0
 
 
-def text_frame(data: bytes) -> bytes:
+def encode_text_frame(data: bytes) -> bytes:
     """One unmasked, unfragmented text frame (RFC 6455 section 5.2) as a server sends it: what
     Autobahn's ``prepareMessage(data).payloadHybi`` returns without compression, built directly
     (0.24 µs, not 0.75: the prepared message object and its options are never used)."""
@@ -115,7 +115,7 @@ class _WebSocketPeer:
         if message.prepared is None:
             # The whole frame, built once for every recipient. Sound because no extension is
             # negotiated (checked just above): the frame is the same on every connection.
-            message.prepared = text_frame(message.data)
+            message.prepared = encode_text_frame(message.data)
         if self._pending is None:
             self._pending = [message.prepared]
         else:
@@ -458,11 +458,11 @@ class VibeServerProtocol(WebSocketServerProtocol):
             return
         limit = fastframes.payload_limit(self)
         peer = self._peer
-        text_frame = fastframes.text_frame
+        read_text_frame = fastframes.read_text_frame
         start = messages = payload_bytes = 0
         size = len(data)
         while start < size:
-            frame = text_frame(data, start, limit)
+            frame = read_text_frame(data, start, limit)
             if frame is None:
                 break
             payload, start = frame

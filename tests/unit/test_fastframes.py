@@ -101,18 +101,18 @@ def test_utf8_decision_is_autobahns() -> None:
     round: CPython's strict decoder and Autobahn's validator agree on every one of these."""
     disagreements = []
     for text in _texts():
-        fast = fastframes.text_frame(masked(text), 0, 1000) is not None
+        fast = fastframes.read_text_frame(masked(text), 0, 1000) is not None
         if fast != _autobahn_accepts(text):
             disagreements.append(text)
     assert not disagreements, disagreements[:10]
 
 
-def test_text_frame_reads_a_frame_and_says_where_it_ends() -> None:
+def test_read_text_frame_reads_a_frame_and_says_where_it_ends() -> None:
     first, second = masked(b'{"a":1}'), masked("é".encode() * 100)
     data = first + second
-    assert fastframes.text_frame(data, 0, 1000) == (b'{"a":1}', len(first))
-    assert fastframes.text_frame(data, len(first), 1000) == ("é".encode() * 100, len(data))
-    assert fastframes.text_frame(masked(b""), 0, 1000) == (b"", 6)
+    assert fastframes.read_text_frame(data, 0, 1000) == (b'{"a":1}', len(first))
+    assert fastframes.read_text_frame(data, len(first), 1000) == ("é".encode() * 100, len(data))
+    assert fastframes.read_text_frame(masked(b""), 0, 1000) == (b"", 6)
 
 
 @pytest.mark.parametrize(
@@ -154,8 +154,8 @@ def test_text_frame_reads_a_frame_and_says_where_it_ends() -> None:
         "invalid-utf8",
     ],
 )
-def test_text_frame_leaves_everything_else_to_autobahn(data: bytes) -> None:
-    assert fastframes.text_frame(data, 0, 100) is None
+def test_read_text_frame_leaves_everything_else_to_autobahn(data: bytes) -> None:
+    assert fastframes.read_text_frame(data, 0, 100) is None
 
 
 def test_payload_limit_is_autobahns_smallest_limit() -> None:

@@ -145,6 +145,9 @@ INSERT INTO ids.seen (sender, message_id, seq)
     WHERE sender IS NOT NULL AND message_id IS NOT NULL;
 """
 
+_FIND_SEEN = "SELECT seq FROM ids.seen WHERE sender = ? AND message_id = ?"
+_FIND_IN_JOURNAL = "SELECT seq FROM journal WHERE sender = ? AND message_id = ?"
+
 _log = Logger()
 
 _LIFECYCLE_COLUMNS = (
@@ -191,7 +194,8 @@ class _Transaction:
         self._db = store._db
 
     def find_duplicate(self, sender: str, message_id: str) -> int | None:
-        row = self._db.execute(self._store._find_duplicate_sql, (sender, message_id)).fetchone()
+        sql = _FIND_SEEN if self._store._keeps_seen else _FIND_IN_JOURNAL
+        row = self._db.execute(sql, (sender, message_id)).fetchone()
         return None if row is None else int(row[0])
 
     def append(
@@ -385,7 +389,6 @@ class SQLiteStore:
     # Where the duplicate check looks (see _SEEN_SCHEMA); the Redis store's mirror keeps the
     # journal's own index.
     _keeps_seen = False
-    _find_duplicate_sql = "SELECT seq FROM journal WHERE sender = ? AND message_id = ?"
 
     def __init__(
         self,
@@ -412,7 +415,6 @@ class SQLiteStore:
         self._db.execute("ATTACH DATABASE ':memory:' AS ids")
         self._db.executescript(_SEEN_SCHEMA)
         self._keeps_seen = True
-        self._find_duplicate_sql = "SELECT seq FROM ids.seen WHERE sender = ? AND message_id = ?"
         self.epoch = self._meta("epoch", lambda: uuid.uuid4().hex)
         self._meta("schema_version", lambda: str(SCHEMA_VERSION))
         self._head = int(
